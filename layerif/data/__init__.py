@@ -1,0 +1,35 @@
+"""Data: examples from files or built-in tasks, and the tokenisation/loss contract."""
+
+from .encode import (
+    IGNORE_INDEX,
+    Batch,
+    EncodedExample,
+    encode_example,
+    encode_examples,
+    make_batches,
+    per_example_loss,
+)
+from .records import Example, example_from_record, load_file
+from .sources import TaskSpec, load_examples, load_rows, load_task
+from .tasks import TASKS, MultipleChoice, TaskConfig, get_task
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "Batch",
+    "EncodedExample",
+    "Example",
+    "MultipleChoice",
+    "TaskConfig",
+    "TaskSpec",
+    "encode_example",
+    "encode_examples",
+    "example_from_record",
+    "get_task",
+    "load_examples",
+    "load_file",
+    "load_rows",
+    "load_task",
+    "make_batches",
+    "per_example_loss",
+]

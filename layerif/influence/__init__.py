@@ -1,0 +1,33 @@
+"""Influence estimators over one shared per-example-statistics engine."""
+
+# Importing the estimator modules registers them.
+from . import datainf, exact, tracin  # noqa: F401
+from .aggregate import AGGREGATES, aggregate, all_aggregates, spearman, spearman_per_layer
+from .base import ESTIMATORS, Estimator, InfluenceArguments, MatrixInfluence, register
+from .engine import (
+    CachedSource,
+    ExampleGradients,
+    GradientEngine,
+    GradientSource,
+    StreamingSource,
+    cache_bytes,
+)
+
+__all__ = [
+    "AGGREGATES",
+    "ESTIMATORS",
+    "CachedSource",
+    "Estimator",
+    "ExampleGradients",
+    "GradientEngine",
+    "GradientSource",
+    "InfluenceArguments",
+    "MatrixInfluence",
+    "StreamingSource",
+    "aggregate",
+    "all_aggregates",
+    "cache_bytes",
+    "register",
+    "spearman",
+    "spearman_per_layer",
+]

