@@ -1,4 +1,4 @@
-"""Errors layerif raises for bad input. Each message says what, where (file, line) and how to fix."""
+"""Errors layerif raises for bad input: each says what, where (file, line) and how to fix it."""
 
 from __future__ import annotations
 

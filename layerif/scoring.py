@@ -76,7 +76,9 @@ class LayerScores:
         try:
             meta = json.loads((folder / SCORES_FILE).read_text())
         except FileNotFoundError:
-            raise OutputError(f"{folder / SCORES_FILE}: no such file; run `layerif score`.") from None
+            raise OutputError(
+                f"{folder / SCORES_FILE}: no such file; write it with `layerif score`."
+            ) from None
         except json.JSONDecodeError as exc:
             raise OutputError(f"{folder / SCORES_FILE}: not valid JSON ({exc}).") from exc
         influence_path = folder / INFLUENCE_FILE

