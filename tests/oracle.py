@@ -23,33 +23,35 @@ def example_loss(model, example) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
-def per_example_gradients(model, matrices, examples) -> list[torch.Tensor]:
-    """For each matrix, an (n, d_m) float64 tensor of per-example gradients (weight layout)."""
+def per_example_gradients(model, matrices, examples, dtype=torch.float64, mean=False):
+    """For each matrix, an (n, d_m) tensor of per-example gradients (weight layout), or with
+    mean=True their (d_m,) mean. One batch-size-1 autograd call per example."""
     weights = [m.module.weight for m in matrices]
     flags = [w.requires_grad for w in weights]
     for w in weights:
         w.requires_grad_(True)
-    rows: list[list[torch.Tensor]] = [[] for _ in matrices]
+    rows = [torch.zeros((1 if mean else len(examples), w.numel()), dtype=dtype) for w in weights]
     try:
-        for ex in examples:
+        for k, ex in enumerate(examples):
             grads = torch.autograd.grad(example_loss(model, ex), weights)
             for i, g in enumerate(grads):
-                rows[i].append(g.detach().double().flatten().cpu())
+                rows[i][0 if mean else k] += g.detach().flatten().cpu().to(dtype)
     finally:
         for w, f in zip(weights, flags, strict=True):
             w.requires_grad_(f)
-    return [torch.stack(r) for r in rows]
+    return [r[0] / len(examples) for r in rows] if mean else rows
 
 
-def oracle_block_influence(model, blocks, train, val, estimator: str, damping: float = 0.1):
-    """(n_train, n_blocks) float64 influences, DataInf sign, by brute force."""
+def oracle_block_influence(
+    model, blocks, train, val, estimator: str, damping: float = 0.1, dtype=torch.float64
+):
+    """(n_train, n_blocks) influences, DataInf sign, by brute force."""
     matrices = [m for b in blocks for m in b.matrices]
-    G_train = per_example_gradients(model, matrices, train)
-    G_val = per_example_gradients(model, matrices, val)
+    V = per_example_gradients(model, matrices, val, dtype, mean=True)
+    G_train = per_example_gradients(model, matrices, train, dtype)
     n = len(train)
     per_matrix = []
-    for m, G, Gv in zip(matrices, G_train, G_val, strict=True):
-        v = Gv.mean(0)
+    for m, G, v in zip(matrices, G_train, V, strict=True):
         d = G.shape[1]
         lam = damping * (G * G).sum(1).mean() / d
         if estimator == "tracin":
@@ -60,13 +62,14 @@ def oracle_block_influence(model, blocks, train, val, estimator: str, damping: f
             r = (v - (c[:, None] * G).sum(0) / n) / lam
             IF = -(G @ r)
         elif estimator == "exact":
-            H = G.T @ G / n + lam * torch.eye(d, dtype=torch.float64)
+            H = G.T @ G / n + lam * torch.eye(d, dtype=dtype)
             IF = -(G @ torch.linalg.solve(H, v))
         else:
             raise ValueError(estimator)
         per_matrix.append((m.layer, IF))
     layers = [b.index for b in blocks if b.matrices]
     out = torch.zeros(n, len(layers), dtype=torch.float64)
+    G_train.clear()
     for layer, IF in per_matrix:
         out[:, layers.index(layer)] += IF
     return out.numpy()

@@ -1,0 +1,66 @@
+"""Block discovery across architectures, and model-loading errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ARCHITECTURES
+
+from layerif.errors import ModelError
+from layerif.models import discover_blocks, load_model
+
+EXPECTED_MATRICES = {  # per block: (attention matrices, MLP matrices)
+    "llama": (4, 3), "mistral": (4, 3), "qwen2": (4, 3), "gemma": (4, 3), "gemma3": (4, 3),
+    "gpt2": (2, 2),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_blocks_and_matrices_are_found(arch, tiny_models):
+    model = tiny_models(arch)
+    blocks = discover_blocks(model)
+    assert [b.index for b in blocks] == [0, 1]
+    n_attn, n_mlp = EXPECTED_MATRICES[arch]
+    for block in blocks:
+        kinds = [m.kind for m in block.matrices]
+        assert kinds.count("attn") == n_attn and kinds.count("mlp") == n_mlp, kinds
+        for m in block.matrices:
+            assert m.numel == m.weight.numel() and m.layer == block.index
+    attn = discover_blocks(model, "attn")
+    assert all(m.kind == "attn" for b in attn for m in b.matrices)
+    assert sum(len(b.matrices) for b in attn) == 2 * n_attn
+    assert sum(len(b.matrices) for b in discover_blocks(model, "mlp")) == 2 * n_mlp
+
+
+def test_no_blocks_is_a_clear_error():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    with pytest.raises(ModelError, match=r"no decoder blocks found in Sequential: searched"):
+        discover_blocks(model)
+    with pytest.raises(ModelError, match="unknown params selection"):
+        discover_blocks(model, "bias")
+
+
+def test_bad_model_names(tmp_path):
+    with pytest.raises(ModelError, match="GGUF file .* does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelError, match="folder without config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelError, match="neither a model folder nor a .gguf file"):
+        load_model("./no/such/model")
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=r"not a built-in name \(smollm2-135m\)"):
+        load_model("no-such-org/no-such-model-xyz")
+
+
+def test_local_folder_roundtrip(tmp_path, tiny_models, tokenizer):
+    model = tiny_models("qwen2")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, tok = load_model(str(tmp_path), device="cpu")
+    ids = torch.tensor([tok("hello world")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    assert tok.padding_side == "right" and tok.pad_token is not None
