@@ -49,19 +49,29 @@ def _add_score(sub) -> None:
     p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="model weights' dtype; the influence arithmetic is fp32 regardless")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-resume", action="store_true",
+                   help="keep no checkpoint (by default finished steps are kept in "
+                   "OUT_PARENT/.OUT.resume, so the same command again resumes a killed run)")
 
 
 def _cmd_score(args) -> int:
+    from pathlib import Path
+
     from .report import format_layer_table
     from .scoring import score_layers
 
+    out = Path(args.out)
+    resume_dir = None if args.no_resume else out.parent / f".{out.name}.resume"
     result = score_layers(
         args.model, args.train, args.val,
         estimator=args.estimator, params=args.params, aggregate=args.aggregate,
         max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
         cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
-        seed=args.seed, device=args.device, progress=not args.quiet,
+        seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
+        checkpoint_dir=resume_dir,
     )
     out = result.save(args.out)
     print(format_layer_table(result.layers, {args.aggregate: result.scores}))

@@ -226,8 +226,11 @@ def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
                 del model.config.quantization_config
             model.config.save_pretrained(tmp)
             save_model(model, str(tmp / "model.safetensors"))
-        if out.exists():  # a tokenizer-only cache: replace it by the complete one
-            shutil.rmtree(out)
+        if out.exists():
+            if (out / "config.json").exists() or not need_weights:
+                shutil.rmtree(tmp)  # another process finished first; use its copy
+                return out
+            shutil.rmtree(out)  # a tokenizer-only cache: replace it by the complete one
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -279,12 +282,23 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | None = None):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(
+    name: str, *, dtype: torch.dtype | str = torch.float32, device: str | None = None
+):
     """Load (model, tokenizer) from a built-in name, .gguf file, model folder or hub id.
 
     The model is put in eval mode (no dropout) on `device` (default: cuda if available, else cpu).
+    Influence statistics are fp32 whatever `dtype` is; fp32 weights are the safe default on CPU.
     """
     from transformers import AutoModelForCausalLM
+
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+        dtype = DTYPES[dtype]
 
     source = _local_or_cached_dir(name, need_weights=True)
     try:

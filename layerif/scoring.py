@@ -7,6 +7,7 @@ estimator) -> per-block influences IF_l(k) = sum of the block's matrices -> aggr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from .data import Example, encode_examples, example_from_record, load_examples, 
 from .errors import DataError, OutputError
 from .influence import AGGREGATES, ESTIMATORS, InfluenceArguments, all_aggregates
 from .influence.base import get_estimator
+from .influence.checkpoint import StepCache
 from .influence.engine import CachedSource, GradientEngine, StreamingSource, cache_bytes
 from .io import atomic_dir, write_json, write_npy
 from .models import discover_blocks, load_model, prepare_tokenizer
@@ -117,14 +119,18 @@ def score_layers(
     max_exact_dim: int = 8192,
     seed: int = 0,
     device: str | None = None,
+    dtype: str = "float32",
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> LayerScores:
     """Layer-wise influence scores of `model` for training data `train` on validation data `val`.
 
-    model: a built-in name (`smollm2-135m`), .gguf file, model folder or hub id; or a loaded
-        transformers causal LM together with `tokenizer`.
+    model: a built-in name (`smollm2-135m`), .gguf file, model folder or hub id (loaded on
+        `device` in `dtype`); or a loaded transformers causal LM together with `tokenizer`.
     train, val: a .jsonl/.json/.csv file, a task spec such as `boolq:validation[0:64]`, or a list
         of `Example`s / dicts with `text` or `prompt`+`completion`.
+    checkpoint_dir: where finished steps are kept so that a killed run resumes (the same call
+        again continues after the last finished step); removed when the run completes.
     Returns a `LayerScores` whose `influence` is (n_train, n_layers) and whose `scores` are the
     chosen aggregate (see influence/aggregate.py for the conventions).
     """
@@ -149,7 +155,7 @@ def score_layers(
 
     if isinstance(model, str):
         model_name = model
-        model, tokenizer = load_model(model, device=device)
+        model, tokenizer = load_model(model, device=device, dtype=dtype)
     else:
         if tokenizer is None:
             raise DataError("a loaded model needs its tokenizer: score_layers(model, ..., "
@@ -160,12 +166,12 @@ def score_layers(
 
     blocks = [b for b in discover_blocks(model, args.params) if b.matrices]
     matrices = [m for b in blocks for m in b.matrices]
-    est = get_estimator(args)
-    est.check(matrices)
-
     pad_id = tokenizer.pad_token_id
     train_enc = encode_examples(train_examples, tokenizer, args.max_length)
     val_enc = encode_examples(val_examples, tokenizer, args.max_length)
+    steps = StepCache(checkpoint_dir, _fingerprint(model_name, matrices, args, train_enc, val_enc))
+    est = get_estimator(args, steps)
+    est.check(matrices)
     n_trunc = sum(e.truncated for e in train_enc + val_enc)
     if n_trunc:
         log.warning("%d of %d examples were longer than max_length=%d and were truncated",
@@ -187,6 +193,7 @@ def score_layers(
         [values[:, bounds[i] : bounds[i + 1]].sum(axis=1) for i in range(len(blocks))], axis=1
     )
     aggregates = {k: v.tolist() for k, v in all_aggregates(influence).items()}
+    steps.clear()
     return LayerScores(
         layerif_version=__version__,
         model=model_name,
@@ -219,6 +226,22 @@ def _choose_mode(args: InfluenceArguments, est, matrices, train_batches) -> str:
     log.info("cache needs %.2f GiB of a %.2f GiB budget: %s mode", need / 2**30, args.cache_gb,
              chosen)
     return chosen
+
+
+def _fingerprint(model_name, matrices, args, train_enc, val_enc) -> dict:
+    """What a resumed run must share with the run that saved the steps."""
+    data = hashlib.sha256()
+    for e in train_enc + [None] + val_enc:
+        data.update(b"|" if e is None else json.dumps([e.input_ids, e.labels]).encode())
+    weights = [float(m.weight.detach().double().sum()) for m in matrices]
+    return {
+        "layerif_version": __version__,
+        "model": model_name,
+        "matrices": [m.name for m in matrices],
+        "weights_checksum": hashlib.sha256(json.dumps(weights).encode()).hexdigest(),
+        "arguments": asdict(args),
+        "data": data.hexdigest(),
+    }
 
 
 def _warn_overlap(train: list[Example], val: list[Example]) -> None:

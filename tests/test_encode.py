@@ -80,3 +80,23 @@ def test_pads_never_count(tiny_models, tokenizer):
             ids = torch.tensor([e.input_ids])
             single = per_example_loss(model(input_ids=ids).logits, torch.tensor([e.labels]))
             torch.testing.assert_close(batched[i], single[0], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_from_kept_positions_equals_full_loss(tiny_models, tokenizer):
+    """The engine asks for logits only where counted tokens are predicted; same losses."""
+    from layerif.data import predicting_positions
+
+    model = tiny_models("gemma3")
+    examples = [Example("a", prompt="a long prompt with several words", completion=" yes"),
+                Example("b", prompt="short", completion=" a longer completion here"),
+                Example("c", text="plain text counts every token")]
+    (batch,) = make_batches(encode_examples(examples, tokenizer, 64), 8, 0)
+    positions = predicting_positions(batch.labels)
+    with torch.no_grad():
+        kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        full = per_example_loss(model(**kw).logits, batch.labels)
+        kept = per_example_loss(model(**kw, logits_to_keep=positions).logits, batch.labels,
+                                positions)
+    torch.testing.assert_close(kept, full)
+    pairs_only = make_batches(encode_examples(examples[:2], tokenizer, 64), 8, 0)[0]
+    assert len(predicting_positions(pairs_only.labels)) < pairs_only.labels.shape[1] - 1

@@ -67,3 +67,16 @@ def test_parameters_are_restored_after_a_pass(tiny_models, tokenizer):
     assert sorted(seen) == sorted(m.name for m in matrices)
     assert before == {n: p.requires_grad for n, p in model.named_parameters()}
     assert all(p.grad is None for p in model.parameters())  # no weight gradients computed
+
+
+def test_statistics_are_fp32_for_a_bf16_model(tokenizer):
+    from conftest import build_tiny_model
+
+    model = build_tiny_model("llama", len(tokenizer)).to(torch.bfloat16)
+    matrices = [m for b in discover_blocks(model) for m in b.matrices]
+    enc = encode_examples([Example(str(i), text=t) for i, t in enumerate(TEXTS[:3])],
+                          tokenizer, 32)
+    dtypes = set()
+    GradientEngine(model, matrices, progress=False).run(
+        make_batches(enc, 3, 0), lambda m, g, i: dtypes.add((g.A.dtype, g.D.dtype)), "bf16")
+    assert dtypes == {(torch.float32, torch.float32)}

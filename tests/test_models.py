@@ -64,3 +64,23 @@ def test_local_folder_roundtrip(tmp_path, tiny_models, tokenizer):
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
     assert tok.padding_side == "right" and tok.pad_token is not None
+
+
+def test_gguf_file_is_cached_under_layerif_cache(tmp_path, monkeypatch):
+    """A .gguf path is converted once into $LAYERIF_CACHE and reused afterwards."""
+    from layerif.models import builtin_gguf_path, load_tokenizer
+
+    monkeypatch.setenv("LAYERIF_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.symlink_to(builtin_gguf_path("smollm2-135m"))
+    tok = load_tokenizer(str(gguf))
+    (folder,) = (tmp_path / "cache" / "gguf").iterdir()
+    stamp = (folder / "tokenizer.json").stat().st_mtime_ns
+    assert tok("hello world")["input_ids"] == load_tokenizer(str(gguf))("hello world")["input_ids"]
+    assert (folder / "tokenizer.json").stat().st_mtime_ns == stamp  # not converted again
+    assert not (folder / "config.json").exists()  # weights are converted only when needed
+
+
+def test_unknown_dtype():
+    with pytest.raises(ModelError, match="unknown dtype 'int3'"):
+        load_model("smollm2-135m", dtype="int3")

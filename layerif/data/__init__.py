@@ -8,6 +8,7 @@ from .encode import (
     encode_examples,
     make_batches,
     per_example_loss,
+    predicting_positions,
 )
 from .records import Example, example_from_record, load_file
 from .sources import TaskSpec, load_examples, load_rows, load_task
@@ -32,4 +33,5 @@ __all__ = [
     "load_task",
     "make_batches",
     "per_example_loss",
+    "predicting_positions",
 ]

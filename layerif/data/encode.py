@@ -118,12 +118,26 @@ def make_batches(encoded: list[EncodedExample], batch_size: int, pad_id: int) ->
     return batches
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over each example's counted tokens, in fp32. (B, T, V), (B, T) -> (B,)."""
-    target = labels[:, 1:]
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(K,) positions p whose logits predict a counted token (labels[b, p + 1]) for some b."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+
+
+def per_example_loss(
+    logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over each example's counted tokens, in fp32 -> (B,).
+
+    logits: (B, T, V) for every position, or (B, K, V) for `positions` only (the logits at
+    position p predict token p + 1); labels: (B, T).
+    """
+    if positions is None:
+        logits, target = logits[:, :-1], labels[:, 1:]
+    else:
+        target = labels[:, positions + 1]
     counted = target != IGNORE_INDEX
     token_loss = F.cross_entropy(
-        logits[:, :-1].float().flatten(0, 1), target.clamp_min(0).flatten(), reduction="none"
+        logits.float().flatten(0, 1), target.clamp_min(0).flatten(), reduction="none"
     ).view_as(target)
     # where(), not a product: a non-finite value at an uncounted position must not leak in.
     return torch.where(counted, token_loss, 0.0).sum(1) / counted.sum(1).clamp_min(1)

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import EstimatorError
 from ..models import Matrix
+from .checkpoint import StepCache
 from .engine import GradientSource
 
 MODES = ("auto", "streaming", "cached")
@@ -68,8 +69,10 @@ class Estimator(ABC):
     # buys nothing and the streaming source is used.
     train_visits: ClassVar[int] = 1
 
-    def __init__(self, args: InfluenceArguments):
+    def __init__(self, args: InfluenceArguments, steps: StepCache | None = None):
         self.args = args
+        # Wrap each costly step as `self.steps("name", lambda: ...)` so a killed run resumes.
+        self.steps = steps or StepCache()
 
     def check(self, matrices: list[Matrix]) -> None:  # noqa: B027 - optional hook
         """Refuse up front (before any pass) what this estimator cannot do."""
@@ -100,5 +103,5 @@ def register(cls: type[Estimator]) -> type[Estimator]:
     return cls
 
 
-def get_estimator(args: InfluenceArguments) -> Estimator:
-    return ESTIMATORS[args.estimator](args)
+def get_estimator(args: InfluenceArguments, steps: StepCache | None = None) -> Estimator:
+    return ESTIMATORS[args.estimator](args, steps)

@@ -23,18 +23,19 @@ class DataInf(Estimator):
     train_visits = 3
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
-        v = val.mean_gradient("mean gradient")
-        stats = train.per_example(
+        v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
+        stats = self.steps("dots_and_norms", lambda: train.per_example(
             lambda m, g: torch.stack([g.dot(v[m.name]), g.sq_norm()], dim=1),
             "1/3 dots and norms",
-        )
+        ))
         dots = {name: s[:, 0] for name, s in stats.items()}
         sq_norms = {name: s[:, 1] for name, s in stats.items()}
         lambdas = self.lambdas(matrices, sq_norms)
         c = {m.name: dots[m.name] / (lambdas[m.name] + sq_norms[m.name]) for m in matrices}
-        u = train.weighted_sum(c, "2/3 weighted sum")
+        u = self.steps("weighted_sum", lambda: train.weighted_sum(c, "2/3 weighted sum"))
         v.clear()  # free n_matrices x d_m floats before the last visit
-        gu = train.per_example(lambda m, g: g.dot(u[m.name]), "3/3 dots with u")
+        gu = self.steps("dots_with_u", lambda: train.per_example(
+            lambda m, g: g.dot(u[m.name]), "3/3 dots with u"))
         values = torch.stack(
             [
                 -(dots[m.name].double() - gu[m.name].double() / train.n) / lambdas[m.name]

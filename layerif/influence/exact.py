@@ -31,7 +31,7 @@ class Exact(Estimator):
             )
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
-        v = val.mean_gradient("mean gradient")
+        v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         G = train.per_example(lambda m, g: g.dense.flatten(1), "per-example gradients")
         columns, lambdas = [], {}
         for m in matrices:

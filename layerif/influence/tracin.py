@@ -11,6 +11,6 @@ class TracIn(Estimator):
     train_visits = 1
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
-        v = val.mean_gradient("mean gradient")
+        v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         dots = train.per_example(lambda m, g: g.dot(v[m.name]), "dots")
         return MatrixInfluence(matrices, -self.stack(matrices, dots))
