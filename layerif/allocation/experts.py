@@ -1,0 +1,115 @@
+"""Per-layer expert counts for a LoRA-MoE (SPEC section 2).
+
+LayerIF (paper 3.3): inv_l = max(S) - S_l, w_l = inv_l ** beta, f_l = w_l / sum(w) * (T - L),
+alloc_l = floor(f_l) + 1, the T - sum(alloc) leftover experts to the largest remainders. Every
+layer gets >= 1, the total is exactly T, and the layer with the highest score gets exactly 1.
+AlphaLoRA uses w_l = alpha_l ** beta with the same rounding; MoLA uses fixed patterns over equal
+groups of layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import LayerIFError
+
+MOLA_PATTERNS = {
+    "2468": (2, 4, 6, 8),
+    "5555": (5, 5, 5, 5),
+    "8642": (8, 6, 4, 2),
+    "1234": (1, 2, 3, 4),
+    "46810": (4, 6, 8, 10),
+}
+
+
+class AllocationError(LayerIFError, ValueError):
+    """An allocation cannot be made (impossible budget, bad exponent, bad pattern)."""
+
+
+def _check_budget(n_layers: int, total: int) -> None:
+    if n_layers < 1:
+        raise AllocationError("need at least one layer.")
+    if int(total) != total or total < n_layers:
+        raise AllocationError(
+            f"total experts T={total} is fewer than the {n_layers} layers; every layer needs at "
+            f"least one expert, so use T >= {n_layers}."
+        )
+
+
+def largest_remainder(
+    weights: Sequence[float], total: int, priority: Sequence[float] | None = None
+) -> np.ndarray:
+    """One expert per layer plus T - L more split in proportion to `weights`, floor + 1 with the
+    leftover going to the largest fractional parts. Equal remainders go first to the larger
+    `priority` (default: the larger weight), then to earlier layers."""
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(w)
+    _check_budget(n, total)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise AllocationError(f"weights must be finite and >= 0, got {w.tolist()}")
+    spare = total - n
+    f = w / w.sum() * spare if w.sum() > 0 else np.full(n, spare / n)
+    alloc = np.floor(f).astype(np.int64) + 1
+    leftover = int(total - alloc.sum())
+    priority = w if priority is None else np.asarray(priority, dtype=np.float64)
+    order = np.lexsort((np.arange(n), -priority, -(f - np.floor(f))))  # last key is primary
+    alloc[order[:leftover]] += 1
+    return alloc
+
+
+def _check_beta(beta: float) -> None:
+    if not beta > 0:
+        raise AllocationError(f"beta must be > 0, got {beta}.")
+
+
+def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
+    """LayerIF's allocation: lower score (better trained under DataInf's sign) -> more experts."""
+    _check_beta(beta)
+    s = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(s).all():
+        raise AllocationError("scores must be finite.")
+    # Ties (e.g. scores equal after max(S) - S rounds) favour the lower score.
+    return largest_remainder((s.max() - s) ** beta, total, priority=-s)
+
+
+def alphalora_experts(alphas: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
+    """AlphaLoRA: experts ~ alpha_l ** beta. A higher PL_Alpha_Hill (a lighter-tailed spectrum,
+    by Heavy-Tailed Self-Regularization a less well-trained layer) gets more experts."""
+    _check_beta(beta)
+    a = np.asarray(alphas, dtype=np.float64)
+    if not (np.isfinite(a).all() and (a > 0).all()):
+        raise AllocationError("alphas must be finite and > 0.")
+    return largest_remainder(a**beta, total)
+
+
+def uniform_experts(n_layers: int, total: int) -> np.ndarray:
+    return largest_remainder(np.ones(n_layers), total)
+
+
+def mola_experts(n_layers: int, pattern: str | Sequence[int]) -> np.ndarray:
+    """MoLA: pattern[g] experts for every layer of group g, the layers split into len(pattern)
+    consecutive groups as equal as possible (earlier groups take the extra layers)."""
+    counts = MOLA_PATTERNS.get(pattern) if isinstance(pattern, str) else None
+    if counts is None:
+        try:
+            counts = tuple(int(x) for x in (pattern.split(",") if isinstance(pattern, str)
+                                             else pattern))
+        except ValueError:
+            raise AllocationError(
+                f"pattern {pattern!r}: use one of {', '.join(MOLA_PATTERNS)} or a list like "
+                "2,4,6,8."
+            ) from None
+    if not counts or any(c < 1 for c in counts):
+        raise AllocationError(f"pattern {pattern!r}: every group needs >= 1 expert.")
+    if len(counts) > n_layers:
+        raise AllocationError(
+            f"pattern {pattern!r} has {len(counts)} groups but the model has {n_layers} layers; "
+            "a pattern cannot have more groups than layers."
+        )
+    groups = np.array_split(np.arange(n_layers), len(counts))
+    alloc = np.zeros(n_layers, dtype=np.int64)
+    for count, layers in zip(counts, groups, strict=True):
+        alloc[layers] = count
+    return alloc

@@ -1,0 +1,95 @@
+"""Per-layer sparsity ratios for pruning (SPEC section 3).
+
+LayerIF: x = |S|, min-max, Savitzky-Golay (window 7, order 3, mode "interp"; the window shrinks
+to an odd number <= L), min-max again, phi_l = (1 - eps) + 2 eps x_l, and
+s_l = phi_l * s * sum P / sum(P * phi)  (P_l = prunable parameters of layer l)
+so that sum_l P_l s_l = s sum_l P_l exactly. Ratios are kept in [0, max_ratio] by clipping and
+re-distributing the excess over the unclipped layers, so the global target still holds (the
+reference clipped after scaling and broke it). Higher |score| -> pruned more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.signal import savgol_filter
+
+from .experts import AllocationError
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def smooth(x: np.ndarray, window: int = 7, polyorder: int = 3) -> np.ndarray:
+    """Savitzky-Golay with the window shrunk to the largest odd number <= len(x)."""
+    w = min(window, len(x) if len(x) % 2 else len(x) - 1)
+    p = min(polyorder, w - 1)
+    if w < 3 or p < 1:
+        return x.copy()
+    return savgol_filter(x, w, p, mode="interp")
+
+
+def _check_target(sparsity: float, max_ratio: float) -> None:
+    if not 0 <= sparsity < 1:
+        raise AllocationError(f"sparsity must be in [0, 1), got {sparsity}.")
+    if not sparsity <= max_ratio < 1:
+        raise AllocationError(
+            f"max_ratio must be in [sparsity, 1), got {max_ratio} for sparsity {sparsity}."
+        )
+
+
+def scale_to_target(
+    phi: Sequence[float], sparsity: float, params: Sequence[float], max_ratio: float = 0.99
+) -> np.ndarray:
+    """Ratios proportional to phi with parameter-weighted mean exactly `sparsity`, each in
+    [0, max_ratio]; layers that would exceed max_ratio are clipped and the rest rescaled."""
+    _check_target(sparsity, max_ratio)
+    phi = np.asarray(phi, dtype=np.float64)
+    P = np.asarray(params, dtype=np.float64)
+    if phi.shape != P.shape or (phi < 0).any() or (P <= 0).any():
+        raise AllocationError("phi must be >= 0 and params > 0, one of each per layer.")
+    budget = sparsity * P.sum()
+    ratios = np.zeros_like(phi)
+    free = np.ones(len(phi), dtype=bool)
+    while True:
+        remaining = budget - (ratios[~free] * P[~free]).sum()
+        weight = (P[free] * phi[free]).sum()
+        if weight <= 0:  # only zero-phi layers left: spread what remains evenly
+            ratios[free] = remaining / P[free].sum()
+            break
+        ratios[free] = phi[free] * remaining / weight
+        over = free & (ratios > max_ratio)
+        if not over.any():
+            break
+        ratios[over] = max_ratio
+        free &= ~over
+    return ratios
+
+
+def layerif_sparsity(
+    scores: Sequence[float],
+    sparsity: float,
+    params: Sequence[float],
+    epsilon: float = 0.2,
+    use_smoothing: bool = True,
+    max_ratio: float = 0.99,
+) -> np.ndarray:
+    """LayerIF's per-layer sparsity ratios from layer scores."""
+    if not 0 <= epsilon <= 1:
+        raise AllocationError(f"epsilon must be in [0, 1], got {epsilon}.")
+    s = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(s).all():
+        raise AllocationError("scores must be finite.")
+    x = _minmax(np.abs(s))
+    if use_smoothing:
+        x = _minmax(smooth(x))
+    phi = (1 - epsilon) + 2 * epsilon * x
+    return scale_to_target(phi, sparsity, params, max_ratio)
+
+
+def uniform_sparsity(n_layers: int, sparsity: float) -> np.ndarray:
+    _check_target(sparsity, 0.99 if sparsity <= 0.99 else sparsity)
+    return np.full(n_layers, float(sparsity))
