@@ -177,11 +177,13 @@ class GradientEngine:
 
             def forward_hook(_module, args, output, matrix=matrix):
                 x = args[0]
-                # q/k/v (and gate/up) share one input tensor: convert it to fp32 once.
-                A = state["inputs"].get(x.data_ptr())
+                # q/k/v (and gate/up) share one input tensor: convert it to fp32 once. (The dict
+                # keeps every A alive for the batch, so a key cannot be reused by a new tensor.)
+                key = (x.data_ptr(), tuple(x.shape), x.stride())
+                A = state["inputs"].get(key)
                 if A is None:
                     A = x.detach().float()
-                    state["inputs"][x.data_ptr()] = A
+                    state["inputs"][key] = A
 
                 def grad_hook(grad, matrix=matrix, A=A):
                     D = grad.detach().float() * state["pad_mask"]
