@@ -41,7 +41,8 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 2):
         return tf.Gemma3TextConfig(**common, head_dim=8, sliding_window=16)
     if arch == "gpt2":
         return tf.GPT2Config(
-            vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_positions=256
+            vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_positions=256,
+            bos_token_id=0, eos_token_id=0,
         )
     raise ValueError(arch)
 

@@ -1,0 +1,131 @@
+"""Block-by-block calibration (SPEC section 5): each decoder block sees the outputs of the
+already-pruned block before it, and only one block and its activations are on the device at once.
+
+Every argument a decoder block receives is captured per block, not just for block 0: transformers
+passes position embeddings, masks and position ids (as keywords, and for GPT-2 some
+positionally), and some architectures (Gemma3's sliding/global layers) give different blocks
+different masks and rotary tables. The capture runs the model's forward once per sample with
+every block replaced by a pass-through stub that records its inputs, so no block computes
+anything and the embeddings/mask/rope code of the model itself produces the arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models import Block, discover_blocks
+
+Call = tuple[tuple, dict]  # (positional args after hidden_states, keyword args)
+
+
+@dataclass
+class CapturedInputs:
+    """hidden: per sample, the first block's input (1, T, d). calls[i][s]: the other arguments
+    block i received for sample s (tensors shared between blocks are stored once)."""
+
+    hidden: list[torch.Tensor]
+    calls: list[list[Call]]
+
+
+def _block_modules(model: nn.Module) -> list[nn.Module]:
+    blocks = discover_blocks(model)
+    return [model.get_submodule(b.path) for b in blocks]
+
+
+@contextlib.contextmanager
+def _stubbed(blocks: Sequence[nn.Module], record: Callable[[int, tuple, dict], None]) -> Iterator:
+    def make_stub(i: int):
+        def stub(hidden_states, *args, **kwargs):
+            record(i, (hidden_states, *args), kwargs)
+            return hidden_states
+
+        return stub
+
+    for i, block in enumerate(blocks):
+        block.forward = make_stub(i)  # instance attribute shadows the class's forward
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, samples: Sequence[torch.Tensor],
+                         store: str = "cpu") -> CapturedInputs:
+    """Run each sample (a (1, T) or (T,) token tensor) through the model with stubbed blocks."""
+    blocks = _block_modules(model)
+    device = next(model.parameters()).device
+    hidden: list[torch.Tensor] = []
+    calls: list[list[Call]] = [[] for _ in blocks]
+
+    def record(i: int, args: tuple, kwargs: dict) -> None:
+        if i == 0:
+            hidden.append(args[0].detach().to(store))
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
+        calls[i].append((_to(args[1:], store), _to(kwargs, store)))
+
+    with _stubbed(blocks, record):
+        for ids in samples:
+            ids = ids.view(1, -1).to(device)
+            model(input_ids=ids, use_cache=False)
+    return CapturedInputs(hidden, calls)
+
+
+def block_output(out) -> torch.Tensor:
+    """Decoder blocks return the hidden states, or a tuple starting with them (older versions)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_blocks(
+    model: nn.Module,
+    captured: CapturedInputs,
+    on_block: Callable[[int, Block, nn.Module, Callable[[], None]], None] | None = None,
+    device: str | torch.device | None = None,
+) -> list[torch.Tensor]:
+    """Feed the captured inputs through the blocks one at a time and return the last outputs.
+
+    on_block(i, block, module, forward_all) runs before block i's outputs are computed; it may
+    call forward_all() (one pass of all samples through the block, e.g. to collect statistics
+    with hooks) and then change the block's weights. The outputs that feed block i + 1 are
+    computed afterwards, from the changed block.
+    """
+    specs = discover_blocks(model)
+    modules = _block_modules(model)
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    hidden = captured.hidden
+    for i, (spec, module) in enumerate(zip(specs, modules, strict=True)):
+        module.to(device)
+
+        def forward_all(i=i, module=module, inputs=hidden) -> list[torch.Tensor]:
+            outs = []
+            for s, h in enumerate(inputs):
+                args, kwargs = captured.calls[i][s]
+                out = module(h.to(device), *_to(args, device), **_to(kwargs, device))
+                outs.append(block_output(out).to(h.device))
+            return outs
+
+        if on_block is not None:
+            on_block(i, spec, module, forward_all)
+        hidden = forward_all()
+        module.to(home)
+    return hidden

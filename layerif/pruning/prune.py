@@ -1,0 +1,119 @@
+"""Pruning a whole model block by block with per-layer ratios."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..models import Matrix, discover_blocks
+from .calibration import capture_block_inputs, run_blocks
+from .pruners import PRUNERS, magnitude_prune, sparsegpt_prune, wanda_prune
+
+
+def oriented_weight(matrix: Matrix) -> torch.Tensor:
+    """The matrix's weight as a (d_out, d_in) view (GPT-2's Conv1D stores (d_in, d_out))."""
+    W = matrix.module.weight.data
+    return W if isinstance(matrix.module, nn.Linear) else W.T
+
+
+@dataclass
+class InputStatistics:
+    """Per matrix: sum over calibration tokens of x_j^2 (Wanda) and of x x^T (SparseGPT)."""
+
+    need_hessian: bool
+    sq_norms: dict[str, torch.Tensor] = field(default_factory=dict)
+    hessians: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def hooks(self, matrices: Sequence[Matrix]) -> list:
+        def make(m: Matrix):
+            def hook(_module, args, _output):
+                x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+                self.sq_norms[m.name] = self.sq_norms.get(m.name, 0) + x.square().sum(0)
+                self.tokens[m.name] = self.tokens.get(m.name, 0) + x.shape[0]
+                if self.need_hessian:
+                    self.hessians[m.name] = self.hessians.get(m.name, 0) + x.T @ x
+
+            return hook
+
+        return [m.module.register_forward_hook(make(m)) for m in matrices]
+
+    def hessian(self, name: str) -> torch.Tensor:
+        return 2 * self.hessians[name] / self.tokens[name]
+
+
+@dataclass
+class PruningReport:
+    pruner: str
+    ratios: list[float]
+    achieved: dict[str, float]  # matrix name -> fraction of zeros
+    seconds: dict[str, float]
+
+
+def prune_matrix(W: torch.Tensor, ratio: float, pruner: str, stats: InputStatistics | None,
+                 name: str) -> torch.Tensor:
+    if pruner == "magnitude":
+        return magnitude_prune(W, ratio)
+    if pruner == "wanda":
+        return wanda_prune(W, ratio, stats.sq_norms[name])
+    if pruner == "sparsegpt":
+        return sparsegpt_prune(W, ratio, stats.hessian(name))
+    raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+
+
+@torch.no_grad()
+def prune_model(
+    model: nn.Module,
+    ratios: Sequence[float],
+    pruner: str,
+    samples: Sequence[torch.Tensor] = (),
+    device: str | None = None,
+    progress: bool = True,
+) -> PruningReport:
+    """Prune every block's matrices to that block's ratio, in place. samples: calibration token
+    tensors (needed by wanda and sparsegpt)."""
+    if pruner not in PRUNERS:
+        raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+    blocks = discover_blocks(model)
+    if len(ratios) != len(blocks):
+        raise ValueError(f"{len(ratios)} ratios for a model with {len(blocks)} blocks")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    if pruner == "magnitude":
+        for block in tqdm(blocks, desc="magnitude", disable=not progress, leave=False):
+            for m in block.matrices:
+                W = oriented_weight(m)
+                W.copy_(magnitude_prune(W, ratios[block.index]))
+        seconds["prune"] = time.perf_counter() - start
+    else:
+        if not samples:
+            raise ValueError(f"{pruner} needs calibration samples")
+        captured = capture_block_inputs(model, samples)
+        seconds["capture"] = time.perf_counter() - start
+        bar = tqdm(total=len(blocks), desc=pruner, disable=not progress, leave=False)
+
+        def on_block(i, spec, _module, forward_all):
+            stats = InputStatistics(need_hessian=pruner == "sparsegpt")
+            handles = stats.hooks(spec.matrices)
+            try:
+                forward_all()
+            finally:
+                for h in handles:
+                    h.remove()
+            for m in spec.matrices:
+                W = oriented_weight(m)
+                W.copy_(prune_matrix(W, ratios[i], pruner, stats, m.name))
+            bar.update()
+
+        run_blocks(model, captured, on_block, device=device)
+        bar.close()
+        seconds["calibrate_and_prune"] = time.perf_counter() - start - seconds["capture"]
+    achieved = {
+        m.name: float((m.module.weight == 0).float().mean()) for b in blocks for m in b.matrices
+    }
+    return PruningReport(pruner, [float(r) for r in ratios], achieved, seconds)
