@@ -13,6 +13,7 @@ import logging
 import sys
 
 from . import __version__
+from .cli_compress import add_commands
 from .errors import LayerIFError
 from .influence import AGGREGATES, ESTIMATORS
 from .influence.base import MODES, InfluenceArguments
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_demo(sub)
     sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
+    COMMANDS.update(add_commands(sub))
     return parser
 
 

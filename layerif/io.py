@@ -49,17 +49,23 @@ def _write_atomic(path: Path, writer) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, owned_files: set[str]) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike, owned_files: set[str] | None = None, marker: str | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `path`, on error it is removed.
 
-    `owned_files` are the names a previous result of this kind holds: an existing `path` holding
-    anything else is refused (we never delete a user's unrelated files).
+    An existing `path` is replaced only if it is a previous result of this kind: it holds only
+    `owned_files`, or it holds the `marker` file (we never delete a user's unrelated files).
     """
     path = Path(path)
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"{path} exists and is not a folder; choose another --out.")
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in owned_files)
+        names = {p.name for p in path.iterdir()}
+        if marker is not None:
+            foreign = [] if marker in names or not names else sorted(names)
+        else:
+            foreign = sorted(n for n in names if n not in (owned_files or set()))
         if foreign:
             raise OutputError(
                 f"{path} already holds files layerif did not write ({', '.join(foreign[:5])}); "

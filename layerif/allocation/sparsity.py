@@ -69,6 +69,24 @@ def scale_to_target(
     return ratios
 
 
+def mapped_sparsity(
+    values: Sequence[float],
+    sparsity: float,
+    params: Sequence[float],
+    epsilon: float,
+    max_ratio: float = 0.99,
+) -> np.ndarray:
+    """Min-max `values`, map linearly to [1 - eps, 1 + eps], scale to the global target (the
+    mapping AlphaPruning introduced; higher value -> pruned more)."""
+    if not 0 <= epsilon <= 1:
+        raise AllocationError(f"epsilon must be in [0, 1], got {epsilon}.")
+    x = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise AllocationError("scores must be finite.")
+    phi = (1 - epsilon) + 2 * epsilon * _minmax(x)
+    return scale_to_target(phi, sparsity, params, max_ratio)
+
+
 def layerif_sparsity(
     scores: Sequence[float],
     sparsity: float,
@@ -77,19 +95,42 @@ def layerif_sparsity(
     use_smoothing: bool = True,
     max_ratio: float = 0.99,
 ) -> np.ndarray:
-    """LayerIF's per-layer sparsity ratios from layer scores."""
-    if not 0 <= epsilon <= 1:
-        raise AllocationError(f"epsilon must be in [0, 1], got {epsilon}.")
+    """LayerIF's per-layer sparsity ratios from layer scores (|S|, min-max, Savitzky-Golay)."""
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(s).all():
         raise AllocationError("scores must be finite.")
     x = _minmax(np.abs(s))
     if use_smoothing:
-        x = _minmax(smooth(x))
-    phi = (1 - epsilon) + 2 * epsilon * x
-    return scale_to_target(phi, sparsity, params, max_ratio)
+        x = smooth(x)
+    return mapped_sparsity(x, sparsity, params, epsilon, max_ratio)
+
+
+def alphapruning_sparsity(
+    alphas: Sequence[float], sparsity: float, params: Sequence[float], epsilon: float = 0.3,
+    max_ratio: float = 0.99,
+) -> np.ndarray:
+    """AlphaPruning: block-mean PL_Alpha_Hill, higher alpha (less well trained) pruned more."""
+    return mapped_sparsity(alphas, sparsity, params, epsilon, max_ratio)
+
+
+def owl_sparsity(
+    outlier_ratios: Sequence[float], sparsity: float, lam: float = 0.08
+) -> np.ndarray:
+    """OWL: outlier ratios D_l min-max normalised to [0, 2 lam]; density_l = D_l - mean(D) +
+    (1 - s); s_l = 1 - density_l. More outliers -> pruned less. (The mean ratio is exactly s;
+    the parameter-weighted mean equals it when blocks are equally large, as in these models.)"""
+    _check_target(sparsity, 0.99)
+    if not 0 <= lam <= 0.5:
+        raise AllocationError(f"OWL's lambda must be in [0, 0.5], got {lam}.")
+    D = _minmax(np.asarray(outlier_ratios, dtype=np.float64)) * 2 * lam
+    ratios = 1 - (D - D.mean() + (1 - sparsity))
+    if (ratios < 0).any() or (ratios >= 1).any():
+        raise AllocationError(
+            f"OWL ratios leave [0, 1) for sparsity {sparsity} and lambda {lam}; lower lambda."
+        )
+    return ratios
 
 
 def uniform_sparsity(n_layers: int, sparsity: float) -> np.ndarray:
-    _check_target(sparsity, 0.99 if sparsity <= 0.99 else sparsity)
+    _check_target(sparsity, max(sparsity, 0.99))
     return np.full(n_layers, float(sparsity))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,6 +65,20 @@ def prune_matrix(W: torch.Tensor, ratio: float, pruner: str, stats: InputStatist
     if pruner == "sparsegpt":
         return sparsegpt_prune(W, ratio, stats.hessian(name))
     raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+
+
+PRUNING_FILE = "pruning.json"
+
+
+def save_pruned(model: nn.Module, tokenizer, out_dir, info: dict) -> Path:
+    """A Hugging Face model folder (from_pretrained loads it) plus pruning.json, atomically."""
+    from ..io import atomic_dir, write_json
+
+    with atomic_dir(out_dir, marker=PRUNING_FILE) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / PRUNING_FILE, info)
+    return Path(out_dir)
 
 
 @torch.no_grad()

@@ -1,0 +1,238 @@
+"""Allocation files and the functions behind `layerif allocate sparsity|experts`.
+
+alloc.json (sparsity): method, parameters, model, layers, ratios (one per layer),
+params_per_layer (prunable parameters), target and achieved global sparsity.
+experts.json: method, parameters, model, layers, experts (one per layer), total.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import LayerIFError
+from ..io import write_json
+from ..models import discover_blocks
+from .alpha import block_alphas
+from .experts import (
+    AllocationError,
+    alphalora_experts,
+    layerif_experts,
+    mola_experts,
+    uniform_experts,
+)
+from .sparsity import alphapruning_sparsity, layerif_sparsity, owl_sparsity, uniform_sparsity
+
+SPARSITY_METHODS = ("layerif", "uniform", "owl", "alphapruning")
+EXPERT_METHODS = ("layerif", "uniform", "mola", "alphalora")
+
+
+def _load(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AllocationError(f"{path}: no such {what} file.") from None
+    except json.JSONDecodeError as exc:
+        raise AllocationError(f"{path}: not valid JSON ({exc}).") from exc
+
+
+@dataclass
+class SparsityAllocation:
+    method: str
+    parameters: dict
+    model: str
+    layers: list[int]
+    ratios: list[float]
+    params_per_layer: list[int]
+    sparsity: float  # the target
+    global_sparsity: float  # achieved: sum P_l s_l / sum P_l
+    layerif_version: str = __version__
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, asdict(self))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SparsityAllocation:
+        data = _load(path, "allocation")
+        try:
+            alloc = cls(**data)
+        except TypeError as exc:
+            raise AllocationError(f"{path}: not a sparsity allocation ({exc}).") from exc
+        if len(alloc.ratios) != len(alloc.layers) or not all(0 <= r < 1 for r in alloc.ratios):
+            raise AllocationError(f"{path}: needs one ratio in [0, 1) per layer.")
+        return alloc
+
+
+@dataclass
+class ExpertAllocation:
+    method: str
+    parameters: dict
+    model: str | None
+    layers: list[int]
+    experts: list[int]
+    total: int
+    layerif_version: str = __version__
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, asdict(self))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExpertAllocation:
+        try:
+            return cls(**_load(path, "expert allocation"))
+        except TypeError as exc:
+            raise AllocationError(f"{path}: not an expert allocation ({exc}).") from exc
+
+
+def load_scores(path: str | Path) -> dict:
+    """scores.json (or its folder) as written by `layerif score`."""
+    path = Path(path)
+    path = path / "scores.json" if path.is_dir() else path
+    data = _load(path, "scores")
+    if not isinstance(data.get("scores"), list) or not isinstance(data.get("layers"), list):
+        raise AllocationError(f"{path}: not a layerif scores file (no 'scores'/'layers').")
+    data["_path"] = str(path)
+    return data
+
+
+def _check_model_matches(scores: dict, model_name: str | None, n_blocks: int | None) -> None:
+    if model_name is not None and scores.get("model") not in (None, model_name):
+        raise AllocationError(
+            f"{scores['_path']} was computed for model {scores['model']!r}, not {model_name!r}; "
+            "score the model you allocate for."
+        )
+    if n_blocks is not None and len(scores["scores"]) != n_blocks:
+        raise AllocationError(
+            f"{scores['_path']} has {len(scores['scores'])} layer scores but the model has "
+            f"{n_blocks} blocks."
+        )
+
+
+def prunable_params(model) -> list[int]:
+    return [sum(m.numel for m in b.matrices) for b in discover_blocks(model)]
+
+
+def allocate_sparsity(
+    method: str,
+    sparsity: float,
+    *,
+    model=None,
+    model_name: str | None = None,
+    scores: dict | None = None,
+    epsilon: float | None = None,
+    smooth: bool = True,
+    calibration: list | None = None,
+    owl_m: float = 5.0,
+    owl_lambda: float = 0.08,
+) -> SparsityAllocation:
+    """model: a loaded causal LM (parameter counts; weights for alphapruning; calibration for
+    owl). scores: a loaded scores.json (method layerif)."""
+    if method not in SPARSITY_METHODS:
+        raise AllocationError(
+            f"unknown method {method!r}; use one of {', '.join(SPARSITY_METHODS)}."
+        )
+    if model is None:
+        raise AllocationError("sparsity allocation needs the model (prunable parameter counts).")
+    blocks = discover_blocks(model)
+    P = prunable_params(model)
+    params: dict = {}
+    if method == "layerif":
+        if scores is None:
+            raise AllocationError("method layerif needs --scores DIR/scores.json.")
+        _check_model_matches(scores, model_name, len(blocks))
+        eps = 0.2 if epsilon is None else epsilon
+        ratios = layerif_sparsity(scores["scores"], sparsity, P, eps, use_smoothing=smooth)
+        params = {"epsilon": eps, "smooth": smooth, "scores": scores["_path"],
+                  "aggregate": scores.get("aggregate")}
+    elif method == "uniform":
+        ratios = uniform_sparsity(len(blocks), sparsity)
+    elif method == "alphapruning":
+        eps = 0.3 if epsilon is None else epsilon
+        alphas = block_alphas(blocks)
+        ratios = alphapruning_sparsity(alphas, sparsity, P, eps)
+        params = {"epsilon": eps, "alphas": alphas.tolist()}
+    else:  # owl
+        from .owl import owl_outlier_ratios
+
+        if not calibration:
+            raise AllocationError("method owl needs calibration samples.")
+        D = owl_outlier_ratios(model, calibration, owl_m)
+        ratios = owl_sparsity(D, sparsity, owl_lambda)
+        params = {"m": owl_m, "lambda": owl_lambda, "outlier_ratios": D.tolist()}
+    Pa = np.asarray(P, dtype=np.float64)
+    return SparsityAllocation(
+        method=method, parameters=params, model=model_name or "", layers=[b.index for b in blocks],
+        ratios=[float(r) for r in ratios], params_per_layer=P, sparsity=float(sparsity),
+        global_sparsity=float((np.asarray(ratios) * Pa).sum() / Pa.sum()),
+    )
+
+
+def allocate_experts(
+    method: str,
+    total: int,
+    *,
+    beta: float = 2.0,
+    pattern: str = "2468",
+    scores: dict | None = None,
+    model=None,
+    model_name: str | None = None,
+) -> ExpertAllocation:
+    if method not in EXPERT_METHODS:
+        raise AllocationError(
+            f"unknown method {method!r}; use one of {', '.join(EXPERT_METHODS)}."
+        )
+    blocks = discover_blocks(model) if model is not None else None
+    if scores is not None:
+        _check_model_matches(scores, model_name, len(blocks) if blocks else None)
+    if blocks is not None:
+        layers = [b.index for b in blocks]
+    elif scores is not None:
+        layers = list(scores["layers"])
+    else:
+        raise AllocationError("give --scores or --model so the number of layers is known.")
+    params: dict = {}
+    if method == "layerif":
+        if scores is None:
+            raise AllocationError("method layerif needs --scores DIR/scores.json.")
+        experts = layerif_experts(scores["scores"], total, beta)
+        params = {"beta": beta, "scores": scores["_path"], "aggregate": scores.get("aggregate")}
+    elif method == "uniform":
+        experts = uniform_experts(len(layers), total)
+    elif method == "mola":
+        experts = mola_experts(len(layers), pattern)
+        total = int(experts.sum())
+        params = {"pattern": pattern}
+    else:
+        if blocks is None:
+            raise AllocationError("method alphalora needs --model (its weight spectra).")
+        alphas = block_alphas(blocks)
+        experts = alphalora_experts(alphas, total, beta)
+        params = {"beta": beta, "alphas": alphas.tolist()}
+    return ExpertAllocation(method, params, model_name or (scores or {}).get("model"), layers,
+                            [int(e) for e in experts], int(total))
+
+
+def recipe_yaml(alloc: SparsityAllocation, block_paths: list[str], modifier: str) -> str:
+    """An llm-compressor recipe: one sparsity per decoder block (a dict keyed by block name)."""
+    import yaml
+
+    names = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
+    if modifier not in names:
+        raise LayerIFError(f"unknown modifier {modifier!r}; use sparsegpt or wanda.")
+    if len(block_paths) != len(alloc.ratios):
+        raise AllocationError("the allocation's layer count does not match the model's blocks.")
+    prefix = block_paths[0].rsplit(".", 1)[0].replace(".", r"\.")
+    recipe = {"sparsity_stage": {"sparsity_modifiers": {names[modifier]: {
+        "sparsity": {p: round(r, 6) for p, r in zip(block_paths, alloc.ratios, strict=True)},
+        "mask_structure": "0:0",
+        "targets": [f"re:{prefix}\\.\\d+$"],
+        "ignore": ["re:.*lm_head"],
+    }}}}
+    return yaml.safe_dump(recipe, sort_keys=False)

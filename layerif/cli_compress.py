@@ -1,0 +1,165 @@
+"""CLI commands for allocation and pruning: `allocate sparsity|experts`, `prune`,
+`export-recipe`. Thin wrappers over layerif.allocation and layerif.pruning."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from .allocation.api import (
+    EXPERT_METHODS,
+    SPARSITY_METHODS,
+    SparsityAllocation,
+    allocate_experts,
+    allocate_sparsity,
+    load_scores,
+    recipe_yaml,
+)
+from .data.calibration import DEFAULT_CALIBRATION, calibration_samples
+from .errors import LayerIFError
+
+
+def add_commands(sub) -> dict:
+    alloc = sub.add_parser("allocate", help="per-layer sparsity ratios or expert counts")
+    kinds = alloc.add_subparsers(dest="kind", required=True)
+
+    sp = kinds.add_parser("sparsity", help="per-layer sparsity ratios (alloc.json)")
+    sp.add_argument("--method", required=True, choices=SPARSITY_METHODS)
+    sp.add_argument("--sparsity", type=float, required=True, help="global target in [0, 1)")
+    sp.add_argument("--epsilon", type=float, default=None,
+                    help="ratios span [1-eps, 1+eps] x target (default 0.2; alphapruning 0.3)")
+    sp.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
+    sp.add_argument("--model", help="model (default: the one named in --scores)")
+    sp.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay (Appendix E)")
+    _calibration_args(sp)
+    sp.add_argument("--owl-m", type=float, default=5.0)
+    sp.add_argument("--owl-lambda", type=float, default=0.08)
+    sp.add_argument("--out", required=True)
+
+    ex = kinds.add_parser("experts", help="per-layer LoRA expert counts (experts.json)")
+    ex.add_argument("--method", required=True, choices=EXPERT_METHODS)
+    ex.add_argument("--total", type=int, required=True, help="total experts T (>= layers)")
+    ex.add_argument("--beta", type=float, default=2.0)
+    ex.add_argument("--pattern", default="2468",
+                    help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")
+    ex.add_argument("--scores")
+    ex.add_argument("--model")
+    ex.add_argument("--out", required=True)
+
+    pr = sub.add_parser("prune", help="prune a model with an allocation (HF folder + pruning.json)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--allocation", required=True, help="alloc.json")
+    pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"))
+    _calibration_args(pr)
+    pr.add_argument("--device", default=None)
+    pr.add_argument("--quiet", action="store_true")
+    pr.add_argument("--out", required=True)
+
+    rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
+    rc.add_argument("--allocation", required=True)
+    rc.add_argument("--model", help="model (default: the allocation's)")
+    rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"))
+    rc.add_argument("--out", required=True, help="recipe.yaml")
+    return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe}
+
+
+def _calibration_args(p) -> None:
+    p.add_argument("--calibration", default=DEFAULT_CALIBRATION,
+                   help=f"calibration text: a file or task spec (default {DEFAULT_CALIBRATION})")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _model_name(args, scores) -> str:
+    name = args.model or (scores or {}).get("model")
+    if not name:
+        raise LayerIFError("give --model (or --scores from `layerif score`).")
+    return name
+
+
+def _cmd_allocate(args) -> int:
+    from .models import load_model
+
+    scores = load_scores(args.scores) if args.scores else None
+    if args.kind == "experts":
+        name = args.model or None
+        model = load_model(name, device="cpu")[0] if name else None
+        result = allocate_experts(args.method, args.total, beta=args.beta, pattern=args.pattern,
+                                  scores=scores, model=model, model_name=name)
+        result.save(args.out)
+        print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
+    else:
+        name = _model_name(args, scores)
+        model, tokenizer = load_model(name, device="cpu")
+        samples = None
+        if args.method == "owl":
+            samples = calibration_samples(tokenizer, args.calibration, args.nsamples,
+                                          args.seqlen, args.seed)
+        result = allocate_sparsity(
+            args.method, args.sparsity, model=model, model_name=name, scores=scores,
+            epsilon=args.epsilon, smooth=not args.no_smooth, calibration=samples,
+            owl_m=args.owl_m, owl_lambda=args.owl_lambda,
+        )
+        result.save(args.out)
+        print(f"sparsity per layer ({result.method}): "
+              f"{[round(r, 4) for r in result.ratios]}\nglobal: {result.global_sparsity:.6f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_prune(args) -> int:
+    from .models import discover_blocks, load_model
+    from .pruning.prune import prune_model, save_pruned
+
+    alloc = SparsityAllocation.load(args.allocation)
+    start = time.perf_counter()
+    model, tokenizer = load_model(args.model, device="cpu")
+    n_blocks = len(discover_blocks(model))
+    if len(alloc.ratios) != n_blocks:
+        raise LayerIFError(
+            f"{args.allocation} has {len(alloc.ratios)} layer ratios but {args.model} has "
+            f"{n_blocks} blocks; allocate for this model."
+        )
+    samples = []
+    calibration = None
+    if args.pruner != "magnitude":
+        samples = calibration_samples(tokenizer, args.calibration, args.nsamples, args.seqlen,
+                                      args.seed)
+        calibration = {"source": args.calibration, "nsamples": args.nsamples,
+                       "seqlen": args.seqlen, "seed": args.seed}
+    load_s = time.perf_counter() - start
+    report = prune_model(model, alloc.ratios, args.pruner, samples, device=args.device,
+                         progress=not args.quiet)
+    info = {
+        "model": args.model, "pruner": args.pruner, "allocation": asdict(alloc),
+        "calibration": calibration, "achieved": report.achieved,
+        "global_achieved": _global(report.achieved, model),
+        "seconds": {"load": round(load_s, 3), **{k: round(v, 3) for k, v in
+                                                 report.seconds.items()}},
+    }
+    out = save_pruned(model, tokenizer, args.out, info)
+    print(f"pruned {args.model} with {args.pruner} to {info['global_achieved']:.4f} "
+          f"(target {alloc.sparsity}); wrote {out}")
+    return 0
+
+
+def _global(achieved: dict, model) -> float:
+    from .models import discover_blocks
+
+    sizes = {m.name: m.numel for b in discover_blocks(model) for m in b.matrices}
+    return sum(achieved[n] * sizes[n] for n in sizes) / sum(sizes.values())
+
+
+def _cmd_recipe(args) -> int:
+    from pathlib import Path
+
+    from .io import _write_atomic
+    from .models import discover_blocks, load_model
+
+    alloc = SparsityAllocation.load(args.allocation)
+    model = load_model(args.model or alloc.model, device="cpu")[0]
+    text = recipe_yaml(alloc, [b.path for b in discover_blocks(model)], args.modifier)
+    _write_atomic(Path(args.out), lambda f: f.write(text.encode()))
+    print(f"wrote {args.out}")
+    return 0

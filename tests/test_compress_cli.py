@@ -1,0 +1,136 @@
+"""`layerif allocate`, `prune`, `export-recipe` on a tiny model folder, OWL's outlier ratio and
+the allocation files' errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TEXTS
+
+from layerif.allocation.owl import outlier_ratio
+from layerif.allocation.sparsity import owl_sparsity
+from layerif.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_models, tokenizer):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_models("llama").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
+    return path
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def write_scores(path, model, scores):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "scores.json").write_text(json.dumps({"model": str(model), "layers": list(
+        range(len(scores))), "scores": scores, "aggregate": "all"}))
+    return path
+
+
+def test_outlier_ratio_by_hand():
+    scores = torch.tensor([1.0] * 9 + [100.0])  # mean 10.9, threshold 5 x mean = 54.5
+    assert outlier_ratio(scores, 5) == pytest.approx(0.1)
+    assert outlier_ratio(scores, 10) == 0.0
+    ratios = owl_sparsity([0.01, 0.03, 0.02], 0.5, lam=0.08)
+    assert ratios.mean() == pytest.approx(0.5)
+    np.testing.assert_allclose(ratios, [0.58, 0.42, 0.5])  # more outliers -> pruned less
+
+
+@pytest.mark.parametrize("method", ["layerif", "uniform", "alphapruning", "owl"])
+def test_allocate_sparsity_methods(method, tiny_dir, calib, tmp_path):
+    scores = write_scores(tmp_path / "s", tiny_dir, [-3.0, 5.0])
+    out = tmp_path / "alloc.json"
+    assert run("allocate", "sparsity", "--method", method, "--sparsity", 0.5, "--model",
+               tiny_dir, "--scores", scores, "--calibration", calib, "--nsamples", 4,
+               "--seqlen", 16, "--out", out) == 0
+    alloc = json.loads(out.read_text())
+    P = np.array(alloc["params_per_layer"])
+    assert alloc["method"] == method and len(alloc["ratios"]) == 2
+    assert abs((np.array(alloc["ratios"]) * P).sum() / P.sum() - 0.5) < 1e-9
+    if method == "layerif":  # |5| > |-3|: layer 1 is pruned more
+        assert alloc["ratios"][1] > alloc["ratios"][0]
+
+
+def test_prune_and_recipe(tiny_dir, calib, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    alloc = tmp_path / "alloc.json"
+    run("allocate", "sparsity", "--method", "layerif", "--sparsity", 0.6, "--model", tiny_dir,
+        "--scores", write_scores(tmp_path / "s", tiny_dir, [1.0, 2.0]), "--out", alloc)
+    out = tmp_path / "pruned"
+    assert run("prune", "--model", tiny_dir, "--allocation", alloc, "--pruner", "wanda",
+               "--calibration", calib, "--nsamples", 4, "--seqlen", 16, "--quiet",
+               "--out", out) == 0
+    info = json.loads((out / "pruning.json").read_text())
+    assert abs(info["global_achieved"] - 0.6) < 0.01 and info["calibration"]["nsamples"] == 4
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ratios = json.loads(alloc.read_text())["ratios"]
+    q0 = model.model.layers[0].self_attn.q_proj.weight
+    assert abs(float((q0 == 0).float().mean()) - ratios[0]) < 1 / q0.shape[1] + 1e-9
+    recipe = tmp_path / "recipe.yaml"
+    assert run("export-recipe", "--allocation", alloc, "--model", tiny_dir, "--out", recipe) == 0
+    mod = yaml.safe_load(recipe.read_text())["sparsity_stage"]["sparsity_modifiers"]
+    spars = mod["SparseGPTModifier"]["sparsity"]
+    assert list(spars) == ["model.layers.0", "model.layers.1"]
+    assert spars["model.layers.0"] == pytest.approx(ratios[0], abs=1e-6)
+
+
+def test_experts_command(tiny_dir, tmp_path):
+    out = tmp_path / "experts.json"
+    assert run("allocate", "experts", "--method", "layerif", "--total", 7, "--scores",
+               write_scores(tmp_path / "s", tiny_dir, [-2.0, 4.0]), "--out", out) == 0
+    assert json.loads(out.read_text())["experts"] == [6, 1]
+    assert run("allocate", "experts", "--method", "mola", "--pattern", "1,3", "--total", 4,
+               "--model", tiny_dir, "--out", out) == 0
+    assert json.loads(out.read_text())["experts"] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["allocate", "sparsity", "--method", "uniform", "--sparsity", "1.2"],
+         r"sparsity must be in [0, 1)"),
+        (["allocate", "sparsity", "--method", "layerif", "--sparsity", "0.5",
+          "--scores", "{other}"], "was computed for model 'another/model'"),
+        (["allocate", "sparsity", "--method", "layerif", "--sparsity", "0.5",
+          "--scores", "{three}"], "has 3 layer scores but the model has 2 blocks"),
+        (["allocate", "experts", "--method", "uniform", "--total", "1"],
+         "fewer than the 2 layers"),
+        (["allocate", "experts", "--method", "layerif", "--total", "4", "--beta", "0",
+          "--scores", "{two}"], "beta must be > 0"),
+        (["prune", "--allocation", "{bad_alloc}", "--pruner", "magnitude"],
+         "has 3 layer ratios but"),
+    ],
+)
+def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys):
+    paths = {
+        "other": write_scores(tmp_path / "o", "another/model", [1.0, 2.0]),
+        "three": write_scores(tmp_path / "t", tiny_dir, [1.0, 2.0, 3.0]),
+        "two": write_scores(tmp_path / "w", tiny_dir, [1.0, 2.0]),
+        "bad_alloc": tmp_path / "bad.json",
+    }
+    (tmp_path / "bad.json").write_text(json.dumps({
+        "method": "uniform", "parameters": {}, "model": "x", "layers": [0, 1, 2],
+        "ratios": [0.5] * 3, "params_per_layer": [1] * 3, "sparsity": 0.5,
+        "global_sparsity": 0.5}))
+    argv = [a.format(**paths) for a in argv]
+    out = tmp_path / "out"
+    assert run(*argv, "--model", tiny_dir, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and message in err and "Traceback" not in err
+    assert not out.exists()
