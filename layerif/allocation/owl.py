@@ -27,13 +27,7 @@ def owl_outlier_ratios(
     ratios = []
 
     def on_block(_i, spec, _module, forward_all):
-        stats = InputStatistics(need_hessian=False)
-        handles = stats.hooks(spec.matrices)
-        try:
-            forward_all()
-        finally:
-            for h in handles:
-                h.remove()
+        stats = InputStatistics.collect(spec.matrices, forward_all)
         scores = torch.cat([
             (oriented_weight(mat).abs().float() * stats.sq_norms[mat.name].sqrt()[None]).flatten()
             for mat in spec.matrices

@@ -44,6 +44,18 @@ class InputStatistics:
 
         return [m.module.register_forward_hook(make(m)) for m in matrices]
 
+    @classmethod
+    def collect(cls, matrices: Sequence[Matrix], forward_all, need_hessian: bool = False):
+        """Statistics of `matrices`' inputs over one `forward_all()` pass of their block."""
+        stats = cls(need_hessian=need_hessian)
+        handles = stats.hooks(matrices)
+        try:
+            forward_all()
+        finally:
+            for h in handles:
+                h.remove()
+        return stats
+
     def hessian(self, name: str) -> torch.Tensor:
         return 2 * self.hessians[name] / self.tokens[name]
 
@@ -113,13 +125,7 @@ def prune_model(
         bar = tqdm(total=len(blocks), desc=pruner, disable=not progress, leave=False)
 
         def on_block(i, spec, _module, forward_all):
-            stats = InputStatistics(need_hessian=pruner == "sparsegpt")
-            handles = stats.hooks(spec.matrices)
-            try:
-                forward_all()
-            finally:
-                for h in handles:
-                    h.remove()
+            stats = InputStatistics.collect(spec.matrices, forward_all, pruner == "sparsegpt")
             for m in spec.matrices:
                 W = oriented_weight(m)
                 W.copy_(prune_matrix(W, ratios[i], pruner, stats, m.name))
