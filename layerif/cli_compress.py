@@ -55,12 +55,52 @@ def add_commands(sub) -> dict:
     pr.add_argument("--quiet", action="store_true")
     pr.add_argument("--out", required=True)
 
+    ev = sub.add_parser("eval", help="zero-shot accuracy (lm-evaluation-harness) and perplexity")
+    ev.add_argument("--model", required=True, help="model name, folder (e.g. a pruned DIR)")
+    ev.add_argument("--tasks", default="boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,"
+                    "openbookqa")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=int, default=200,
+                       help="the last N validation rows of each task (default 200)")
+    group.add_argument("--slice", help="rows a:b of each task's validation split")
+    ev.add_argument("--ppl", default="boolq:validation[2000:2200]",
+                    help="held text for perplexity (file or task spec; 'none' to skip)")
+    ev.add_argument("--exclude-scores", action="append", default=[],
+                    help="scores.json whose train/val slices must not be evaluated on")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--out", required=True, help="results.json")
+
     rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
     rc.add_argument("--allocation", required=True)
     rc.add_argument("--model", help="model (default: the allocation's)")
     rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"))
     rc.add_argument("--out", required=True, help="recipe.yaml")
-    return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe}
+    return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe,
+            "eval": _cmd_eval}
+
+
+def _cmd_eval(args) -> int:
+    from .evaluation import evaluate_model, evaluation_specs
+    from .io import write_json
+    from .models import load_model
+
+    specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
+                             limit=args.limit, rows=args.slice)
+    model, tokenizer = load_model(args.model, device=None)
+    result = evaluate_model(model, tokenizer, specs, model_name=args.model,
+                            batch_size=args.batch_size,
+                            ppl=None if args.ppl == "none" else args.ppl,
+                            check_against=args.exclude_scores)
+    write_json(args.out, result)
+    for task, r in result["tasks"].items():
+        print(f"{task:15s} acc {r['acc']:.4f} +- {r['acc_stderr']:.4f}   acc_norm "
+              f"{r['acc_norm']:.4f}   n={r['n']}  {r['slice']}")
+    print(f"{'mean':15s} acc {result['mean']['acc']:.4f}            acc_norm "
+          f"{result['mean']['acc_norm']:.4f}")
+    if "perplexity" in result:
+        print(f"perplexity {result['perplexity']['perplexity']:.3f} on {args.ppl}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _calibration_args(p) -> None:

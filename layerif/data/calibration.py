@@ -12,7 +12,7 @@ from ..errors import DataError
 from .records import FILE_SUFFIXES
 from .sources import load_examples
 
-DEFAULT_CALIBRATION = "boolq:validation[1000:3270]"
+DEFAULT_CALIBRATION = "boolq:validation[1000:2000]"
 
 
 def calibration_samples(

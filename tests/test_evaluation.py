@@ -1,0 +1,110 @@
+"""Evaluation: lm-evaluation-harness through our generated task configs must give the accuracy a
+brute-force log-likelihood scorer gives; perplexity by hand; overlapping slices are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from layerif.data import TaskSpec, get_task, load_rows
+from layerif.errors import DataError
+from layerif.evaluation import evaluate_model, evaluation_specs, perplexity
+
+
+def loglik(model, tokenizer, context: str, continuation: str) -> float:
+    """sum log p(continuation | context), split as lm-eval does (encode the whole, then cut)."""
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0].float(), -1)
+    return sum(float(logp[j - 1, whole[j]]) for j in range(n_ctx, len(whole)))
+
+
+def brute_force_accuracy(model, tokenizer, spec: TaskSpec) -> tuple[float, float]:
+    task = get_task(spec.task)
+    rows = load_rows(spec)
+    idx = spec.indices(len(rows))
+    acc, acc_norm = [], []
+    for r in rows.select(idx):
+        item = task.multiple_choice(r, "x")
+        ll = np.array([loglik(model, tokenizer, c, k)
+                       for c, k in zip(item.contexts, item.continuations, strict=True)])
+        acc.append(int(np.argmax(ll)) == item.gold)
+        lengths = np.array([len(k) - 1 for k in item.continuations])  # without the space
+        acc_norm.append(int(np.argmax(ll / lengths)) == item.gold)
+    return float(np.mean(acc)), float(np.mean(acc_norm))
+
+
+@pytest.fixture(scope="module")
+def results(tiny_models, tokenizer):
+    model = tiny_models("llama")
+    specs = [TaskSpec.parse("arc_easy:validation[0:12]"),
+             TaskSpec.parse("winogrande:validation[0:12]")]
+    return model, specs, evaluate_model(model, tokenizer, specs, ppl=None, batch_size=4)
+
+
+def test_lm_eval_matches_brute_force(results, tokenizer):
+    model, specs, out = results
+    for spec in specs:
+        acc, acc_norm = brute_force_accuracy(model, tokenizer, spec)
+        got = out["tasks"][spec.task]
+        assert got["n"] == 12 and got["slice"] == str(spec)
+        assert got["acc"] == pytest.approx(acc), spec.task
+        if spec.task == "arc_easy":  # (lm-eval normalises multiple-input items by context)
+            assert got["acc_norm"] == pytest.approx(acc_norm)
+        assert got["acc_stderr"] == pytest.approx(math.sqrt(acc * (1 - acc) / 11))
+    assert out["mean"]["acc"] == pytest.approx(
+        np.mean([out["tasks"][s.task]["acc"] for s in specs]))
+
+
+def test_perplexity_by_hand(tiny_models, tokenizer):
+    model = tiny_models("qwen2")
+    text = "The quick brown fox jumps over the lazy dog. " * 6
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    got = perplexity(model, tokenizer, text, window=16)
+    nll, n = 0.0, 0
+    for s in range(0, len(ids) - 1, 16):
+        w = ids[s : s + 16]
+        if len(w) < 2:
+            break
+        nll += _nll(model, w)
+        n += len(w) - 1
+    assert got["tokens"] == n and got["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+
+
+def _nll(model, window):
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([window])).logits[0].float(), -1)
+    return -sum(float(logp[j - 1, window[j]]) for j in range(1, len(window)))
+
+
+def test_default_slices_are_the_end_of_each_split():
+    (spec,) = evaluation_specs(["rte"], limit=50)
+    assert (spec.start, spec.stop) == (227, 277)
+    (spec,) = evaluation_specs(["rte"], rows="10:20")
+    assert (spec.start, spec.stop) == (10, 20)
+
+
+def test_overlapping_slices_are_refused(tmp_path, tiny_models, tokenizer):
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"train": "rte:validation[0:100]",
+                                  "val": "rte:validation[100:120]", "scores": [], "layers": []}))
+    model = tiny_models("llama")
+    with pytest.raises(DataError, match=r"overlaps the scoring val .* rows \[110:120\]"):
+        evaluate_model(model, tokenizer, [TaskSpec.parse("rte:validation[110:130]")], ppl=None,
+                       check_against=[str(scores)])
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "pruning.json").write_text(json.dumps({
+        "calibration": {"source": "boolq:validation[1000:2000]"},
+        "allocation": {"parameters": {"scores": str(scores)}}}))
+    with pytest.raises(DataError, match="overlaps the calibration"):
+        evaluate_model(model, tokenizer, [TaskSpec.parse("boolq:validation[1900:1950]")],
+                       model_name=str(pruned), ppl=None)
+    with pytest.raises(DataError, match="overlaps the scoring train"):
+        evaluate_model(model, tokenizer, [TaskSpec.parse("rte:validation[50:60]")],
+                       model_name=str(pruned), ppl=None)
