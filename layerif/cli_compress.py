@@ -29,6 +29,8 @@ def add_commands(sub) -> dict:
     sp.add_argument("--epsilon", type=float, default=None,
                     help="ratios span [1-eps, 1+eps] x target (default 0.2; alphapruning 0.3)")
     sp.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
+    sp.add_argument("--aggregate", choices=("positive", "negative", "all", "top25"),
+                    help="which saved aggregate to use (default: the file's `scores`)")
     sp.add_argument("--model", help="model (default: the one named in --scores)")
     sp.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay (Appendix E)")
     _calibration_args(sp)
@@ -43,6 +45,7 @@ def add_commands(sub) -> dict:
     ex.add_argument("--pattern", default="2468",
                     help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")
     ex.add_argument("--scores")
+    ex.add_argument("--aggregate", choices=("positive", "negative", "all", "top25"))
     ex.add_argument("--model")
     ex.add_argument("--out", required=True)
 
@@ -121,7 +124,7 @@ def _model_name(args, scores) -> str:
 def _cmd_allocate(args) -> int:
     from .models import load_model
 
-    scores = load_scores(args.scores) if args.scores else None
+    scores = load_scores(args.scores, args.aggregate) if args.scores else None
     if args.kind == "experts":
         name = args.model or None
         model = load_model(name, device="cpu")[0] if name else None

@@ -134,3 +134,17 @@ def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: " in err and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_aggregate_choice(tmp_path, tiny_dir):
+    from layerif.allocation.api import load_scores
+    from layerif.errors import LayerIFError
+
+    folder = write_scores(tmp_path / "s", tiny_dir, [0.0, 0.0])
+    meta = json.loads((folder / "scores.json").read_text())
+    meta["aggregates"] = {"all": [-3.0, 1.0], "positive": [0.0, 0.0]}
+    (folder / "scores.json").write_text(json.dumps(meta))
+    assert load_scores(folder, "positive")["scores"] == [0.0, 0.0]
+    assert load_scores(folder, "all")["scores"] == [-3.0, 1.0]
+    with pytest.raises(LayerIFError, match="no aggregate 'top25'"):
+        load_scores(folder, "top25")

@@ -91,13 +91,21 @@ class ExpertAllocation:
             raise AllocationError(f"{path}: not an expert allocation ({exc}).") from exc
 
 
-def load_scores(path: str | Path) -> dict:
-    """scores.json (or its folder) as written by `layerif score`."""
+def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
+    """scores.json (or its folder) as written by `layerif score`; `aggregate` picks one of the
+    saved aggregates as "scores" instead of the one the file was written with."""
     path = Path(path)
     path = path / "scores.json" if path.is_dir() else path
     data = _load(path, "scores")
     if not isinstance(data.get("scores"), list) or not isinstance(data.get("layers"), list):
         raise AllocationError(f"{path}: not a layerif scores file (no 'scores'/'layers').")
+    saved = data.get("aggregates") or {}
+    if aggregate is not None and (aggregate in saved or aggregate != data.get("aggregate")):
+        if aggregate not in saved:
+            raise AllocationError(
+                f"{path} holds no aggregate {aggregate!r} (it has {', '.join(saved) or 'none'})."
+            )
+        data["scores"], data["aggregate"] = saved[aggregate], aggregate
     data["_path"] = str(path)
     return data
 
