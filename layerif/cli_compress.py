@@ -71,7 +71,25 @@ def add_commands(sub) -> dict:
     ev.add_argument("--exclude-scores", action="append", default=[],
                     help="scores.json whose train/val slices must not be evaluated on")
     ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--adapter", help="a LoRA-MoE adapter folder from `layerif finetune-moe`")
     ev.add_argument("--out", required=True, help="results.json")
+
+    ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
+    ft.add_argument("--model", required=True)
+    ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
+    ft.add_argument("--train", required=True, help="a file or task spec (prompt/completion)")
+    ft.add_argument("--epochs", type=int, default=3)
+    ft.add_argument("--lr", type=float, default=3e-4)
+    ft.add_argument("--batch-size", type=int, default=4)
+    ft.add_argument("--max-length", type=int, default=256)
+    ft.add_argument("--rank", type=int, default=8)
+    ft.add_argument("--alpha", type=float, default=16)
+    ft.add_argument("--dropout", type=float, default=0.05)
+    ft.add_argument("--top-k", type=int, default=2)
+    ft.add_argument("--balance-coef", type=float, default=0.001)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--quiet", action="store_true")
+    ft.add_argument("--out", required=True)
 
     rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
     rc.add_argument("--allocation", required=True)
@@ -79,7 +97,29 @@ def add_commands(sub) -> dict:
     rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"))
     rc.add_argument("--out", required=True, help="recipe.yaml")
     return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe,
-            "eval": _cmd_eval}
+            "eval": _cmd_eval, "finetune-moe": _cmd_finetune}
+
+
+def _cmd_finetune(args) -> int:
+    from .allocation.api import ExpertAllocation
+    from .data import load_examples
+    from .models import load_model
+    from .moe import MoEConfig
+    from .moe.train import FinetuneArguments, finetune_moe
+
+    alloc = ExpertAllocation.load(args.experts)
+    model, tokenizer = load_model(args.model)
+    config = MoEConfig(experts=alloc.experts, rank=args.rank, alpha=args.alpha,
+                       dropout=args.dropout, top_k=args.top_k, base_model=args.model)
+    train_args = FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                   max_length=args.max_length, balance_coef=args.balance_coef,
+                                   seed=args.seed)
+    summary = finetune_moe(model, tokenizer, config, load_examples(args.train), args.out,
+                           train_args, progress=not args.quiet)
+    for h in summary["history"]:
+        print(f"epoch {h['epoch']}: loss {h['loss']:.4f}")
+    print(f"{summary['seconds']:.1f} s; wrote {args.out}")
+    return 0
 
 
 def _cmd_eval(args) -> int:
@@ -90,6 +130,11 @@ def _cmd_eval(args) -> int:
     specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
                              limit=args.limit, rows=args.slice)
     model, tokenizer = load_model(args.model, device=None)
+    if args.adapter:
+        from .moe import load_adapters
+
+        load_adapters(model, args.adapter)
+        model.eval()
     result = evaluate_model(model, tokenizer, specs, model_name=args.model,
                             batch_size=args.batch_size,
                             ppl=None if args.ppl == "none" else args.ppl,

@@ -97,3 +97,45 @@ def test_allocation_must_match_layers(tokenizer):
     model = build_tiny_model("llama", len(tokenizer), layers=2)
     with pytest.raises(LayerIFError, match="3 layers, the model 2"):
         apply_lora_moe(model, MoEConfig(experts=[1, 2, 3]))
+
+
+def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch):
+    from layerif.data import Example
+    from layerif.moe.train import FinetuneArguments, finetune_moe
+
+    examples = [Example(str(i), prompt=t[:20], completion=" " + t[20:40])
+                for i, t in enumerate(TEXTS)]
+    args = FinetuneArguments(epochs=2, lr=1e-2, batch_size=3)
+    config = MoEConfig(experts=[2, 3], rank=2)
+
+    def run(out):
+        model = build_tiny_model("llama", len(tokenizer), layers=2)
+        summary = finetune_moe(model, tokenizer, config, examples, out, args, progress=False)
+        return model, summary
+
+    reference, summary = run(tmp_path / "a")
+    assert len(summary["history"]) == 2 and (tmp_path / "a" / "training.json").exists()
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    real = torch.optim.AdamW.step
+
+    def step_then_die(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second epoch's first step (3 batches per epoch)
+            raise Killed
+        return real(self, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", step_then_die)
+        with pytest.raises(Killed):
+            run(tmp_path / "b")
+    assert (tmp_path / ".b.checkpoint" / "state.pt").exists() and not (tmp_path / "b").exists()
+    resumed, summary_b = run(tmp_path / "b")
+    assert summary_b["history"] == summary["history"]
+    for (n, p), (_, q) in zip(reference.named_parameters(), resumed.named_parameters(),
+                              strict=True):
+        assert torch.equal(p, q), n
+    assert not (tmp_path / ".b.checkpoint").exists()
