@@ -72,6 +72,22 @@ def tiny_models(tokenizer):
     return get
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_models, tokenizer):
+    """A saved Hugging Face folder (model + SmolLM2 tokenizer) of a tiny architecture."""
+    made: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in made:
+            path = tmp_path_factory.mktemp(f"tiny-{arch}")
+            tiny_models(arch).save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            made[arch] = path
+        return made[arch]
+
+    return get
+
+
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Influence functions estimate how a training example changes the loss.",

@@ -12,11 +12,8 @@ from layerif.cli import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_models, tokenizer):
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_models("gpt2").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir("gpt2")
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,8 @@ from layerif.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_models, tokenizer):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_models("llama").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir("llama")
 
 
 @pytest.fixture(scope="module")
