@@ -10,6 +10,8 @@
 
 __version__ = "0.1.0"
 
+# The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
+from .allocation.api import allocate_experts, allocate_sparsity  # noqa: E402
 from .data import TASKS, Example, TaskSpec, load_examples  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
@@ -19,6 +21,7 @@ from .errors import (  # noqa: E402
     NonFiniteGradientError,
     OutputError,
 )
+from .evaluation import evaluate_model, evaluation_specs  # noqa: E402
 from .influence import (  # noqa: E402
     AGGREGATES,
     ESTIMATORS,
@@ -28,6 +31,9 @@ from .influence import (  # noqa: E402
     spearman_per_layer,
 )
 from .models import BUILTIN_MODELS, discover_blocks, load_model, load_tokenizer  # noqa: E402
+from .moe import MoEConfig, apply_lora_moe, load_adapters, save_adapters  # noqa: E402
+from .moe.train import FinetuneArguments, finetune_moe  # noqa: E402
+from .pruning import prune_model  # noqa: E402
 from .scoring import LayerScores, score_layers  # noqa: E402
 
 __all__ = [
@@ -38,19 +44,30 @@ __all__ = [
     "DataError",
     "EstimatorError",
     "Example",
+    "FinetuneArguments",
     "InfluenceArguments",
     "LayerIFError",
     "LayerScores",
     "ModelError",
+    "MoEConfig",
     "NonFiniteGradientError",
     "OutputError",
     "TaskSpec",
     "__version__",
     "aggregate",
+    "allocate_experts",
+    "allocate_sparsity",
+    "apply_lora_moe",
     "discover_blocks",
+    "evaluate_model",
+    "evaluation_specs",
+    "finetune_moe",
+    "load_adapters",
     "load_examples",
     "load_model",
     "load_tokenizer",
+    "prune_model",
+    "save_adapters",
     "score_layers",
     "spearman",
     "spearman_per_layer",
