@@ -28,6 +28,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _write_atomic(Path(path), lambda f: f.write(data.encode()))
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    _write_atomic(Path(path), lambda f: f.write(text.encode()))
+
+
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write `array` in .npy format to `path` atomically."""
     _write_atomic(Path(path), lambda f: np.save(f, array, allow_pickle=False))
