@@ -240,14 +240,13 @@ def _global(achieved: dict, model) -> float:
 
 
 def _cmd_recipe(args) -> int:
-    from pathlib import Path
 
-    from .io import _write_atomic
+    from .io import write_text
     from .models import discover_blocks, load_model
 
     alloc = SparsityAllocation.load(args.allocation)
     model = load_model(args.model or alloc.model, device="cpu")[0]
     text = recipe_yaml(alloc, [b.path for b in discover_blocks(model)], args.modifier)
-    _write_atomic(Path(args.out), lambda f: f.write(text.encode()))
+    write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

@@ -109,7 +109,7 @@ def run_blocks(
     computed afterwards, from the changed block.
     """
     specs = discover_blocks(model)
-    modules = _block_modules(model)
+    modules = [model.get_submodule(b.path) for b in specs]
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     hidden = captured.hidden
