@@ -240,7 +240,6 @@ def _global(achieved: dict, model) -> float:
 
 
 def _cmd_recipe(args) -> int:
-
     from .io import write_text
     from .models import discover_blocks, load_model
 
