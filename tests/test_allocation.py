@@ -136,3 +136,8 @@ def test_pl_alpha_hill_recovers_a_known_exponent(alpha):
     V, _ = np.linalg.qr(rng.normal(size=(n, n)))
     W = (U * np.sqrt(eigs)) @ V.T
     assert abs(pl_alpha_hill(torch.from_numpy(W)) - alpha) < 0.1 * alpha
+
+
+def test_tiny_score_spreads_do_not_underflow():
+    # (max - S)^2 of 1e-258 underflows to 0; the allocation must still favour the lower score.
+    assert layerif_experts([0.0, 1.278446880312706e-258], total=4, beta=2).tolist() == [3, 1]

@@ -70,8 +70,11 @@ def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> n
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(s).all():
         raise AllocationError("scores must be finite.")
-    # Ties (e.g. scores equal after max(S) - S rounds) favour the lower score.
-    return largest_remainder((s.max() - s) ** beta, total, priority=-s)
+    inv = s.max() - s
+    # w / sum(w) is scale-invariant: dividing by max(inv) first keeps tiny spreads from
+    # underflowing to all-zero weights under the power. Ties favour the lower score.
+    weights = (inv / inv.max()) ** beta if inv.max() > 0 else inv
+    return largest_remainder(weights, total, priority=-s)
 
 
 def alphalora_experts(alphas: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
@@ -81,7 +84,7 @@ def alphalora_experts(alphas: Sequence[float], total: int, beta: float = 2.0) ->
     a = np.asarray(alphas, dtype=np.float64)
     if not (np.isfinite(a).all() and (a > 0).all()):
         raise AllocationError("alphas must be finite and > 0.")
-    return largest_remainder(a**beta, total)
+    return largest_remainder((a / a.max()) ** beta, total)  # scaled first: no underflow
 
 
 def uniform_experts(n_layers: int, total: int) -> np.ndarray:
