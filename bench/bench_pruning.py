@@ -62,6 +62,7 @@ def main() -> None:
                            check_against=check)
         seconds["eval"] = round(time.perf_counter() - t, 1)
         results["runs"][key] = {"acc": {k: v["acc"] for k, v in r["tasks"].items()},
+                                "acc_norm": {k: v.get("acc_norm") for k, v in r["tasks"].items()},
                                 "mean_acc": r["mean"]["acc"], "seconds": seconds}
         write_json(out_path, results)
         print(f"{key:32s} mean acc {r['mean']['acc']:.4f}  {seconds}", flush=True)
@@ -71,17 +72,21 @@ def main() -> None:
     configs = [(s, m, p) for s in ([0.5] if args.quick else [0.5, 0.7])
                for m in ("uniform", "owl", "alphapruning", "layerif")
                for p in ("magnitude", "wanda", "sparsegpt") if s == 0.5 or p == "wanda"]
+    # (method, sparsity) -> (allocation, seconds): computed once, on the dense model
+    allocations = {}
     for sparsity, method, pruner in configs:
         key = f"{method}/{pruner}/{sparsity}"
         if key in results["runs"]:
             continue
         model.load_state_dict(dense_state)
-        seconds = {}
-        t = time.perf_counter()
-        alloc = allocate_sparsity(method, sparsity, model=model, model_name=MODEL, scores=scores,
-                                  epsilon=args.epsilon if method == "layerif" else None,
-                                  calibration=samples)
-        seconds["allocate"] = round(time.perf_counter() - t, 1)
+        if (method, sparsity) not in allocations:
+            t = time.perf_counter()
+            alloc = allocate_sparsity(method, sparsity, model=model, model_name=MODEL,
+                                      scores=scores, calibration=samples,
+                                      epsilon=args.epsilon if method == "layerif" else None)
+            allocations[method, sparsity] = alloc, round(time.perf_counter() - t, 1)
+        alloc, alloc_seconds = allocations[method, sparsity]
+        seconds = {"allocate": alloc_seconds}
         t = time.perf_counter()
         prune_model(model, alloc.ratios, pruner, samples, progress=False)
         seconds["prune"] = round(time.perf_counter() - t, 1)

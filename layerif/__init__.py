@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
 from .allocation.api import allocate_experts, allocate_sparsity  # noqa: E402
-from .data import TASKS, Example, TaskSpec, load_examples  # noqa: E402
+from .data import TASKS, Example, TaskSpec, load_examples, load_instruct  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
     EstimatorError,
@@ -21,7 +21,7 @@ from .errors import (  # noqa: E402
     NonFiniteGradientError,
     OutputError,
 )
-from .evaluation import evaluate_model, evaluation_specs  # noqa: E402
+from .evaluation import evaluate_generation, evaluate_model, evaluation_specs  # noqa: E402
 from .influence import (  # noqa: E402
     AGGREGATES,
     ESTIMATORS,
@@ -59,11 +59,13 @@ __all__ = [
     "allocate_sparsity",
     "apply_lora_moe",
     "discover_blocks",
+    "evaluate_generation",
     "evaluate_model",
     "evaluation_specs",
     "finetune_moe",
     "load_adapters",
     "load_examples",
+    "load_instruct",
     "load_model",
     "load_tokenizer",
     "prune_model",

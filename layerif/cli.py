@@ -33,6 +33,9 @@ def _add_score(sub) -> None:
     p.add_argument("--train", required=True,
                    help="a .jsonl/.json/.csv file, or TASK[@SOURCE][:SPLIT][[START:STOP]]")
     p.add_argument("--val", required=True, help="same forms as --train; disjoint from it")
+    p.add_argument("--format", default="plain", choices=("plain", "instruct"),
+                   help="how task specs read: lm-eval's prompt + gold answer (plain) or the "
+                   "fine-tuning instruction format (instruct, for `allocate experts`)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--estimator", default=_DEFAULTS.estimator, choices=sorted(ESTIMATORS))
     p.add_argument("--params", default=_DEFAULTS.params, choices=("all", "attn", "mlp"),
@@ -72,7 +75,7 @@ def _cmd_score(args) -> int:
         max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
         cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
-        checkpoint_dir=resume_dir,
+        checkpoint_dir=resume_dir, data_format=args.format,
     )
     out = result.save(args.out)
     print(format_layer_table(result.layers, {args.aggregate: result.scores}))

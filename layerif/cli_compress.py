@@ -72,12 +72,20 @@ def add_commands(sub) -> dict:
                     help="scores.json whose train/val slices must not be evaluated on")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--adapter", help="a LoRA-MoE adapter folder from `layerif finetune-moe`")
+    ev.add_argument("--generate", action="store_true",
+                    help="add generative accuracy (instruction format, greedy decoding, the "
+                    "stated answer matched), the paper's metric for fine-tuned adapters")
+    ev.add_argument("--quiet", action="store_true")
     ev.add_argument("--out", required=True, help="results.json")
 
     ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
     ft.add_argument("--model", required=True)
     ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
-    ft.add_argument("--train", required=True, help="a file or task spec (prompt/completion)")
+    ft.add_argument("--train", required=True,
+                    help="a file (text or prompt/completion records) or a task spec")
+    ft.add_argument("--format", default="instruct", choices=("instruct", "plain"),
+                    help="how a task spec reads: the paper's instruction format with answers "
+                    "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
     ft.add_argument("--epochs", type=int, default=3)
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--batch-size", type=int, default=4)
@@ -102,7 +110,7 @@ def add_commands(sub) -> dict:
 
 def _cmd_finetune(args) -> int:
     from .allocation.api import ExpertAllocation
-    from .data import load_examples
+    from .data import load_finetune_examples
     from .models import load_model
     from .moe import MoEConfig
     from .moe.train import FinetuneArguments, finetune_moe
@@ -114,8 +122,11 @@ def _cmd_finetune(args) -> int:
     train_args = FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                    max_length=args.max_length, balance_coef=args.balance_coef,
                                    seed=args.seed)
-    summary = finetune_moe(model, tokenizer, config, load_examples(args.train), args.out,
-                           train_args, progress=not args.quiet)
+    examples = load_finetune_examples(args.train, args.format)
+    provenance = {"train": args.train, "format": args.format, "experts_file": args.experts,
+                  "scores": alloc.parameters.get("scores")}
+    summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,
+                           progress=not args.quiet, provenance=provenance)
     for h in summary["history"]:
         print(f"epoch {h['epoch']}: loss {h['loss']:.4f}")
     print(f"{summary['seconds']:.1f} s; wrote {args.out}")
@@ -138,13 +149,13 @@ def _cmd_eval(args) -> int:
     result = evaluate_model(model, tokenizer, specs, model_name=args.model,
                             batch_size=args.batch_size,
                             ppl=None if args.ppl == "none" else args.ppl,
-                            check_against=args.exclude_scores)
+                            check_against=args.exclude_scores, adapter=args.adapter,
+                            generate=args.generate, progress=not args.quiet)
     write_json(args.out, result)
-    for task, r in result["tasks"].items():
-        print(f"{task:15s} acc {r['acc']:.4f} +- {r['acc_stderr']:.4f}   acc_norm "
-              f"{r['acc_norm']:.4f}   n={r['n']}  {r['slice']}")
-    print(f"{'mean':15s} acc {result['mean']['acc']:.4f}            acc_norm "
-          f"{result['mean']['acc_norm']:.4f}")
+    for task, r in [*result["tasks"].items(), ("mean", result["mean"])]:
+        gen = f"   gen_acc {r['gen_acc']:.4f}" if "gen_acc" in r else ""
+        print(f"{task:15s} acc {r['acc']:.4f}   acc_norm {r['acc_norm']:.4f}{gen}"
+              + (f"   n={r['n']}  {r['slice']}" if "n" in r else ""))
     if "perplexity" in result:
         print(f"perplexity {result['perplexity']['perplexity']:.3f} on {args.ppl}")
     print(f"wrote {args.out}")

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import Example, encode_examples, example_from_record, load_examples, make_batches
+from .data import (
+    Example,
+    encode_examples,
+    example_from_record,
+    load_finetune_examples,
+    make_batches,
+)
 from .errors import DataError, OutputError
 from .influence import AGGREGATES, ESTIMATORS, InfluenceArguments, all_aggregates
 from .influence.base import get_estimator
@@ -56,6 +62,7 @@ class LayerScores:
     mode: str  # how training gradients were revisited: streaming | cached
     seconds: float
     influence: np.ndarray = field(repr=False)  # (n_train, n_layers) IF_block(k), input order
+    data_format: str = "plain"  # how task specs read: lm-eval gold pairs or "instruct"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,9 +95,9 @@ class LayerScores:
         return cls(**meta, influence=influence)
 
 
-def _as_examples(data, name: str) -> tuple[list[Example], str]:
+def _as_examples(data, name: str, data_format: str) -> tuple[list[Example], str]:
     if isinstance(data, (str, Path)):
-        return load_examples(str(data)), str(data)
+        return load_finetune_examples(str(data), data_format), str(data)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         examples = [
             d if isinstance(d, Example) else example_from_record(d, f"{name}[{i}]")
@@ -122,6 +129,7 @@ def score_layers(
     dtype: str = "float32",
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
+    data_format: str = "plain",
 ) -> LayerScores:
     """Layer-wise influence scores of `model` for training data `train` on validation data `val`.
 
@@ -129,6 +137,8 @@ def score_layers(
         `device` in `dtype`); or a loaded transformers causal LM together with `tokenizer`.
     train, val: a .jsonl/.json/.csv file, a task spec such as `boolq:validation[0:64]`, or a list
         of `Example`s / dicts with `text` or `prompt`+`completion`.
+    data_format: how task specs read: "plain" (lm-eval's prompt and gold answer) or "instruct"
+        (the fine-tuning format of data/instruct.py, for scores behind an expert allocation).
     checkpoint_dir: where finished steps are kept so that a killed run resumes (the same call
         again continues after the last finished step); removed when the run completes.
     Returns a `LayerScores` whose `influence` is (n_train, n_layers) and whose `scores` are the
@@ -149,8 +159,8 @@ def score_layers(
         raise DataError(f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}.")
     torch.manual_seed(seed)
 
-    train_examples, train_name = _as_examples(train, "train")
-    val_examples, val_name = _as_examples(val, "val")
+    train_examples, train_name = _as_examples(train, "train", data_format)
+    val_examples, val_name = _as_examples(val, "val", data_format)
     _warn_overlap(train_examples, val_examples)
 
     if isinstance(model, str):
@@ -213,6 +223,7 @@ def score_layers(
         mode=chosen,
         seconds=round(time.perf_counter() - start, 3),
         influence=influence,
+        data_format=data_format,
     )
 
 

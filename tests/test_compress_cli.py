@@ -145,3 +145,24 @@ def test_aggregate_choice(tmp_path, tiny_dir):
     assert load_scores(folder, "all")["scores"] == [-3.0, 1.0]
     with pytest.raises(LayerIFError, match="no aggregate 'top25'"):
         load_scores(folder, "top25")
+
+
+def test_finetune_and_evaluate_an_adapter(tiny_dir, tmp_path, capsys):
+    experts, adapter, results = tmp_path / "e.json", tmp_path / "moe", tmp_path / "r.json"
+    assert run("allocate", "experts", "--method", "mola", "--pattern", "1,3", "--total", 4,
+               "--model", tiny_dir, "--out", experts) == 0
+    assert run("finetune-moe", "--model", tiny_dir, "--experts", experts, "--train",
+               "mrpc:validation[0:8]", "--epochs", 1, "--max-length", 160, "--quiet",
+               "--out", adapter) == 0
+    training = json.loads((adapter / "training.json").read_text())
+    assert training["train"] == "mrpc:validation[0:8]" and training["format"] == "instruct"
+    assert run("eval", "--model", tiny_dir, "--adapter", adapter, "--tasks", "mrpc",
+               "--slice", "8:12", "--generate", "--ppl", "none", "--quiet",
+               "--out", results) == 0
+    mrpc = json.loads(results.read_text())["tasks"]["mrpc"]
+    assert mrpc["n"] == 4 and {"acc", "acc_norm", "gen_acc", "gen_unanswered"} <= set(mrpc)
+    assert len(mrpc["generations"]) == 4
+    assert run("eval", "--model", tiny_dir, "--adapter", adapter, "--tasks", "mrpc",
+               "--slice", "4:12", "--ppl", "none", "--out", tmp_path / "x.json") == 2
+    assert "overlaps the fine-tuning" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -10,11 +10,25 @@ from .encode import (
     per_example_loss,
     predicting_positions,
 )
+from .instruct import (
+    ALPACA_PROMPT,
+    InstructItem,
+    extract_answer,
+    instruct_item,
+    load_finetune_examples,
+    load_instruct,
+)
 from .records import Example, example_from_record, load_file
 from .sources import TaskSpec, load_examples, load_rows, load_task
 from .tasks import TASKS, MultipleChoice, TaskConfig, get_task
 
 __all__ = [
+    "ALPACA_PROMPT",
+    "InstructItem",
+    "extract_answer",
+    "instruct_item",
+    "load_finetune_examples",
+    "load_instruct",
     "IGNORE_INDEX",
     "TASKS",
     "Batch",

@@ -28,6 +28,20 @@ class MultipleChoice:
 
 
 @dataclass(frozen=True)
+class InstructFormat:
+    """How a row reads as an instruction for fine-tuning and generative evaluation (MoLA's
+    Alpaca format; see data/instruct.py): `text(row)` is the instruction's input; the answer is
+    `labels[gold]` ("Answer: equivalent.") or, with `labels` None, the letter of the gold option
+    ("The answer is B."); `options(row)` gives (options, gold) where the multiple-choice item's
+    continuations and gold do not serve."""
+
+    instruction: str
+    text: Callable[[dict], str]
+    labels: tuple[str, ...] | None = None
+    options: Callable[[dict], tuple[list[str], int]] | None = None
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """Where a task's data lives and how one row becomes a multiple-choice item."""
 
@@ -36,6 +50,7 @@ class TaskConfig:
     hub: tuple[str, str | None]  # (dataset path, config name) for datasets.load_dataset
     to_choice: Callable[[dict], MultipleChoice]
     description: str = ""
+    instruct: InstructFormat | None = None
 
     def multiple_choice(self, row: dict, origin: str) -> MultipleChoice:
         try:
@@ -118,16 +133,40 @@ def _sciq(row: dict) -> MultipleChoice:
     return _same_context(context, choices, 3)
 
 
+_CHOOSE = "Choose the correct answer to the question."
+
+
+def _sciq_options(row: dict) -> tuple[list[str], int]:
+    # SciQ lists the correct answer last; a lettered answer must not always be "D", so rotate the
+    # options by a stable function of the question.
+    item = _sciq(row)
+    options = [c[1:] for c in item.continuations]
+    shift = sum(map(ord, row["question"])) % len(options)
+    return options[shift:] + options[:shift], (item.gold - shift) % len(options)
+
+
+def _sentences(row: dict) -> str:
+    return f"Sentence 1: {row['sentence1']}\nSentence 2: {row['sentence2']}"
+
+
 TASKS: dict[str, TaskConfig] = {
     t.name: t
     for t in (
-        TaskConfig("boolq", "boolq/none", ("google/boolq", None), _boolq, "yes/no reading QA"),
+        TaskConfig(
+            "boolq", "boolq/none", ("google/boolq", None), _boolq, "yes/no reading QA",
+            InstructFormat(
+                "Answer the question about the passage with true or false.",
+                lambda r: f"Passage: {r['passage']}\nQuestion: {r['question']}?",
+                labels=("false", "true"),
+            ),
+        ),
         TaskConfig(
             "arc_easy",
             "ai2_arc/ARC-Easy",
             ("allenai/ai2_arc", "ARC-Easy"),
             lambda r: _letter_choices(r, _question(r)),
             "grade-school science QA (easy)",
+            InstructFormat(_CHOOSE, lambda r: r["question"]),
         ),
         TaskConfig(
             "arc_challenge",
@@ -135,10 +174,13 @@ TASKS: dict[str, TaskConfig] = {
             ("allenai/ai2_arc", "ARC-Challenge"),
             lambda r: _letter_choices(r, _question(r)),
             "grade-school science QA (challenge)",
+            InstructFormat(_CHOOSE, lambda r: r["question"]),
         ),
         TaskConfig(
             "hellaswag", "hellaswag/none", ("Rowan/hellaswag", None), _hellaswag,
             "commonsense sentence completion",
+            InstructFormat("Choose the most plausible continuation of the text.",
+                           lambda r: _hellaswag(r).contexts[0]),
         ),
         TaskConfig(
             "winogrande",
@@ -146,15 +188,31 @@ TASKS: dict[str, TaskConfig] = {
             ("allenai/winogrande", "winogrande_xl"),
             _winogrande,
             "pronoun resolution (partial scoring)",
+            InstructFormat("Choose the option that correctly fills the blank (_).",
+                           lambda r: r["sentence"],
+                           options=lambda r: ([r["option1"], r["option2"]], int(r["answer"]) - 1)),
         ),
-        TaskConfig("rte", "glue/rte", ("nyu-mll/glue", "rte"), _rte, "textual entailment"),
-        TaskConfig("mrpc", "glue/mrpc", ("nyu-mll/glue", "mrpc"), _mrpc, "paraphrase detection"),
+        TaskConfig(
+            "rte", "glue/rte", ("nyu-mll/glue", "rte"), _rte, "textual entailment",
+            InstructFormat(
+                "Does sentence 1 entail sentence 2? Answer entailment or not_entailment.",
+                _sentences, labels=("entailment", "not_entailment"),  # label 0 = entailment
+            ),
+        ),
+        TaskConfig(
+            "mrpc", "glue/mrpc", ("nyu-mll/glue", "mrpc"), _mrpc, "paraphrase detection",
+            InstructFormat(
+                "Do the two sentences mean the same thing? Answer equivalent or not_equivalent.",
+                _sentences, labels=("not_equivalent", "equivalent"),  # label 1 = paraphrase
+            ),
+        ),
         TaskConfig(
             "openbookqa",
             "openbookqa/main",
             ("allenai/openbookqa", "main"),
             lambda r: _letter_choices(r, r["question_stem"]),
             "open-book science QA",
+            InstructFormat(_CHOOSE, lambda r: r["question_stem"]),
         ),
         TaskConfig(
             "commonsense_qa",
@@ -162,9 +220,17 @@ TASKS: dict[str, TaskConfig] = {
             ("tau/commonsense_qa", None),
             lambda r: _letter_choices(r, _question(r)),
             "commonsense QA (5 choices)",
+            InstructFormat(_CHOOSE, lambda r: r["question"]),
         ),
-        TaskConfig("piqa", "piqa/plain_text", ("ybisk/piqa", None), _piqa, "physical commonsense"),
-        TaskConfig("sciq", "sciq/none", ("allenai/sciq", None), _sciq, "science QA with support"),
+        TaskConfig(
+            "piqa", "piqa/plain_text", ("ybisk/piqa", None), _piqa, "physical commonsense",
+            InstructFormat("Choose the better way to reach the goal.", lambda r: r["goal"]),
+        ),
+        TaskConfig(
+            "sciq", "sciq/none", ("allenai/sciq", None), _sciq, "science QA with support",
+            InstructFormat(_CHOOSE, lambda r: f"{r['support']}\n{r['question']}".lstrip(),
+                           options=_sciq_options),
+        ),
     )
 }
 

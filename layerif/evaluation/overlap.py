@@ -18,10 +18,19 @@ def _spec(text) -> TaskSpec | None:
         return None  # a file path, not a task slice
 
 
-def recorded_slices(model: str, extra_scores: list[str] = ()) -> dict[str, TaskSpec]:
-    """{what: spec} for every task slice recorded by a pruned model folder or scores files."""
+def recorded_slices(model: str, extra_scores: list[str] = (), adapter: str | None = None
+                    ) -> dict[str, TaskSpec]:
+    """{what: spec} for every task slice recorded by a pruned model folder, an adapter folder
+    (training.json: its training slice and the scores behind its allocation) or scores files."""
     found: dict[str, TaskSpec] = {}
     scores_files = list(extra_scores)
+    training_path = Path(adapter) / "training.json" if adapter else None
+    if training_path is not None and training_path.exists():
+        training = json.loads(training_path.read_text())
+        if spec := _spec(training.get("train")):
+            found[f"fine-tuning ({training_path})"] = spec
+        if path := training.get("scores"):
+            scores_files.append(path)
     info_path = Path(model) / "pruning.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -57,5 +66,5 @@ def check_disjoint(evaluation: list[TaskSpec], recorded: dict[str, TaskSpec],
                 raise DataError(
                     f"evaluation slice {ev} overlaps the {what} slice {used} in rows "
                     f"[{lo}:{hi}]; evaluate on rows that were not used for scores or "
-                    "calibration (--slice or --limit)."
+                    "calibration or fine-tuning (--slice or --limit)."
                 )

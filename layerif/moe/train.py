@@ -48,9 +48,12 @@ def _save_checkpoint(folder: Path, model, optimizer, epoch: int, history: list, 
 
 
 def finetune_moe(model, tokenizer, config: MoEConfig, train_examples, out_dir: str | Path,
-                 args: FinetuneArguments | None = None, progress: bool = True) -> dict:
+                 args: FinetuneArguments | None = None, progress: bool = True, *,
+                 provenance: dict | None = None) -> dict:
     """Train adapters and routers on `train_examples`; writes out_dir (adapters, config,
-    training.json). A checkpoint in out_dir/.checkpoint is resumed when it matches."""
+    training.json). A checkpoint in out_dir/.checkpoint is resumed when it matches.
+    provenance: recorded in training.json, e.g. {"train": "mrpc:validation[0:200]", "scores":
+    "runs/s/scores.json"}, so that evaluation can refuse slices overlapping them."""
     args = args or FinetuneArguments()
     out_dir = Path(out_dir)
     ckpt_dir = out_dir.parent / f".{out_dir.name}.checkpoint"
@@ -93,8 +96,9 @@ def finetune_moe(model, tokenizer, config: MoEConfig, train_examples, out_dir: s
         _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key)
     model.eval()
     save_adapters(model, config, out_dir)
-    summary = {"history": history, "seconds": round(time.perf_counter() - t0, 2),
-               "arguments": asdict(args), "experts": config.experts}
+    summary = {**(provenance or {}), "history": history,
+               "seconds": round(time.perf_counter() - t0, 2), "arguments": asdict(args),
+               "experts": config.experts}
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary

@@ -35,6 +35,39 @@ def plot_layer_profiles(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def plot_expert_allocations(
+    layers: Sequence[int],
+    allocations: Mapping[str, Sequence[int]],
+    path: str | Path,
+    title: str = "experts per layer",
+) -> Path:
+    """One bar chart of experts per layer for each allocation, stacked vertically with a shared
+    y axis (the paper's Figure 4 layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(allocations)
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.3 * n + 0.8), dpi=120, sharex=True,
+                             sharey=True, squeeze=False)
+    for ax, (name, experts) in zip(axes[:, 0], allocations.items(), strict=True):
+        ax.bar(layers, experts, color="tab:blue" if name.startswith("layerif") else "tab:gray")
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xlabel("layer (decoder block)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Write a PNG atomically (temp file + rename) and close the figure."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
