@@ -142,3 +142,21 @@ def test_new_estimator_is_one_small_class(tiny_models, tokenizer):
         assert (result.influence < 0).all()
     finally:
         ESTIMATORS.pop("test-gradnorm")
+
+
+def test_task_specs_in_the_instruction_format(tmp_path, tiny_models, tokenizer):
+    from layerif.data import load_instruct
+
+    model = tiny_models("llama")
+    kw = dict(tokenizer=tokenizer, progress=False, max_length=200)
+    specs = ("mrpc:validation[0:4]", "mrpc:validation[4:6]")
+    instruct = layerif.score_layers(model, *specs, data_format="instruct", **kw)
+    # The same as scoring the instruction items given as examples: the format is what changes.
+    items = [[it.example() for it in load_instruct(s)] for s in specs]
+    same = layerif.score_layers(model, *items, **kw)
+    np.testing.assert_array_equal(instruct.influence, same.influence)
+    plain = layerif.score_layers(model, *specs, **kw)
+    assert not np.allclose(plain.influence, instruct.influence)
+    assert (instruct.data_format, plain.data_format, instruct.train) == (
+        "instruct", "plain", specs[0])
+    assert LayerScores.load(instruct.save(tmp_path / "s")).data_format == "instruct"
