@@ -22,7 +22,7 @@ import layerif
 from layerif.allocation.api import allocate_sparsity, load_scores
 from layerif.data.calibration import DEFAULT_CALIBRATION, calibration_samples
 from layerif.evaluation import PRUNING_TASKS, evaluate_model, evaluation_specs
-from layerif.io import write_json
+from layerif.io import write_json, write_text
 from layerif.pruning import prune_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +38,15 @@ def main() -> None:
     parser.add_argument("--aggregate", default="all", help="LayerIF aggregate (see README)")
     parser.add_argument("--epsilon", type=float, default=0.2)
     parser.add_argument("--quick", action="store_true", help="50%% only, no 70%% runs")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the .md table from the saved results and stop")
     args = parser.parse_args()
     out_path = ROOT / "bench" / "results" / f"pruning-{args.limit}.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
+    if args.table_only:
+        write_text(out_path.with_suffix(".md"), table(results))
+        print(table(results))
+        return
     results["settings"] = vars(args) | {"scoring": SCORING, "calibration": DEFAULT_CALIBRATION}
 
     scores_dir = ROOT / "runs" / "bench-scores"
@@ -91,10 +97,12 @@ def main() -> None:
         prune_model(model, alloc.ratios, pruner, samples, progress=False)
         seconds["prune"] = round(time.perf_counter() - t, 1)
         evaluate(key, seconds)
+    write_text(out_path.with_suffix(".md"), table(results))
     print(table(results))
 
 
 def table(results: dict) -> str:
+    """Accuracy per task and mean (acc, in %), then the seconds per stage of every run."""
     runs = results["runs"]
     tasks = list(next(iter(runs.values()))["acc"])
     lines = ["| allocation | pruner | sparsity | " + " | ".join(tasks) + " | mean |",
@@ -103,6 +111,13 @@ def table(results: dict) -> str:
         method, pruner, sparsity = (key.split("/") + ["-", "-"])[:3]
         cells = " | ".join(f"{100 * r['acc'][t]:.1f}" for t in tasks)
         lines.append(f"| {method} | {pruner} | {sparsity} | {cells} | {100 * r['mean_acc']:.2f} |")
+    lines += ["", "| allocation | pruner | sparsity | allocate s | prune s | eval s |",
+              "|---|---|---|---|---|---|"]
+    for key, r in runs.items():
+        method, pruner, sparsity = (key.split("/") + ["-", "-"])[:3]
+        sec = r["seconds"]
+        lines.append(f"| {method} | {pruner} | {sparsity} | {sec.get('allocate', '-')} | "
+                     f"{sec.get('prune', '-')} | {sec['eval']} |")
     return "\n".join(lines)
 
 
