@@ -123,6 +123,24 @@ def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
 
 
+def batch_losses(model, batch: Batch) -> torch.Tensor:
+    """(B,) per-example losses of a causal LM on `batch` (the contract above). Logits are formed
+    only where a counted token is predicted when the model takes `logits_to_keep`: a
+    prompt/completion batch needs a few positions, not T x vocab (the LM head and softmax are
+    ~30% of a SmolLM2 pass)."""
+    positions = predicting_positions(batch.labels) if _keeps_positions(model) else None
+    extra = {} if positions is None else {"logits_to_keep": positions}
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False,
+                **extra)
+    return per_example_loss(out.logits, batch.labels, positions)
+
+
+def _keeps_positions(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def per_example_loss(
     logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -19,7 +19,6 @@ Sources wrap the engine for estimators:
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.encode import Batch, per_example_loss, predicting_positions
+from ..data.encode import Batch, batch_losses
 from ..errors import NonFiniteGradientError
 from ..models import Matrix
 
@@ -125,9 +124,6 @@ class GradientEngine:
         self.matrices = list(matrices)
         self.progress = progress
         self.device = next(model.parameters()).device
-        # Logits only where a counted token is predicted: a prompt/completion batch needs a few
-        # positions, not T x vocab (the LM head and softmax are ~30% of a SmolLM2 pass).
-        self.keeps_positions = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def run(self, batches: Sequence[Batch], callback: Callback, desc: str) -> None:
         """One pass over `batches`; `callback(matrix, grads, example_indices)` for every matrix."""
@@ -140,14 +136,8 @@ class GradientEngine:
         state["batch"] = batch
         state["inputs"] = {}
         state["pad_mask"] = batch.attention_mask[:, :, None].float()
-        positions = predicting_positions(batch.labels) if self.keeps_positions else None
-        extra = {} if positions is None else {"logits_to_keep": positions}
         with torch.enable_grad():
-            out = self.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False,
-                **extra,
-            )
-            losses = per_example_loss(out.logits, batch.labels, positions)
+            losses = batch_losses(self.model, batch)
             bad = ~torch.isfinite(losses)
             if bad.any():
                 names = [o for o, b in zip(batch.origins, bad.tolist(), strict=True) if b]

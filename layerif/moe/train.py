@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data import encode_examples, make_batches, per_example_loss
+from ..data import batch_losses, encode_examples, make_batches
 from ..errors import LayerIFError
 from .lora_moe import MoEConfig, adapter_state, apply_lora_moe, aux_loss, save_adapters
 
@@ -84,8 +84,7 @@ def finetune_moe(model, tokenizer, config: MoEConfig, train_examples, out_dir: s
                                 disable=not progress, leave=False)
         for batch in bar:
             batch = batch.to(device)
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            loss = per_example_loss(out.logits, batch.labels).mean()
+            loss = batch_losses(model, batch).mean()
             total = loss + args.balance_coef * aux_loss(model).to(loss.device)
             optimizer.zero_grad()
             total.backward()
