@@ -4,7 +4,7 @@ For each task (validation split of the packaged data; rows [0:N] fine-tune, [N:N
 scoring validation slice, the last E rows evaluate, all disjoint):
 1. LayerIF scores of the fine-tuning slice on the validation slice, in the instruction format
    the adapters are trained on (DataInf, all block matrices);
-2. expert allocations with T experts: layerif (positive, top25, all), uniform, mola 2468,
+2. expert allocations with T experts: layerif (positive, negative, top25, all), uniform, mola 2468,
    mola 8642, alphalora (beta 2 for layerif and alphalora);
 3. per allocation: fine-tune a LoRA-MoE (the paper's recipe: rank 8, alpha 16, dropout 0.05,
    lr 3e-4, seven projections, top-2), then generative accuracy (greedy, the stated answer
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import layerif
 from layerif.allocation.api import allocate_experts, load_scores
-from layerif.data import load_finetune_examples
+from layerif.data import load_examples_as
 from layerif.evaluation import evaluate_model, evaluation_specs
 from layerif.io import write_json, write_text
 from layerif.moe import MoEConfig
@@ -36,8 +36,9 @@ from layerif.report import plot_expert_allocations
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
-METHODS = ("layerif-positive", "layerif-top25", "layerif-all", "uniform", "mola-2468",
-           "mola-8642", "alphalora")
+# layerif-negative is what the reference code's "+ve" aggregate computed (SPEC section 1).
+METHODS = ("layerif-positive", "layerif-negative", "layerif-top25", "layerif-all", "uniform",
+           "mola-2468", "mola-8642", "alphalora")
 
 
 def main() -> None:
@@ -97,7 +98,7 @@ def main() -> None:
             t = time.perf_counter()
             summary = finetune_moe(
                 model, tokenizer, MoEConfig(experts=experts, base_model=MODEL),
-                load_finetune_examples(train), adapter,
+                load_examples_as(train), adapter,
                 FinetuneArguments(epochs=args.epochs, max_length=args.max_length),
                 progress=False, provenance={"train": train, "scores": str(scores_dir)})
             seconds = {"train": round(time.perf_counter() - t, 1)}

@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .cli_compress import add_commands
+from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
 from .influence import AGGREGATES, ESTIMATORS
 from .influence.base import MODES, InfluenceArguments
@@ -33,7 +34,7 @@ def _add_score(sub) -> None:
     p.add_argument("--train", required=True,
                    help="a .jsonl/.json/.csv file, or TASK[@SOURCE][:SPLIT][[START:STOP]]")
     p.add_argument("--val", required=True, help="same forms as --train; disjoint from it")
-    p.add_argument("--format", default="plain", choices=("plain", "instruct"),
+    p.add_argument("--format", default="plain", choices=DATA_FORMATS,
                    help="how task specs read: lm-eval's prompt + gold answer (plain) or the "
                    "fine-tuning instruction format (instruct, for `allocate experts`)")
     p.add_argument("--out", required=True, help="output folder")

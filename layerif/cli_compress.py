@@ -16,6 +16,7 @@ from .allocation.api import (
     recipe_yaml,
 )
 from .data.calibration import DEFAULT_CALIBRATION, calibration_samples
+from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
 
 
@@ -83,7 +84,7 @@ def add_commands(sub) -> dict:
     ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
     ft.add_argument("--train", required=True,
                     help="a file (text or prompt/completion records) or a task spec")
-    ft.add_argument("--format", default="instruct", choices=("instruct", "plain"),
+    ft.add_argument("--format", default="instruct", choices=DATA_FORMATS,
                     help="how a task spec reads: the paper's instruction format with answers "
                     "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
     ft.add_argument("--epochs", type=int, default=3)
@@ -110,7 +111,7 @@ def add_commands(sub) -> dict:
 
 def _cmd_finetune(args) -> int:
     from .allocation.api import ExpertAllocation
-    from .data import load_finetune_examples
+    from .data import load_examples_as
     from .models import load_model
     from .moe import MoEConfig
     from .moe.train import FinetuneArguments, finetune_moe
@@ -122,7 +123,7 @@ def _cmd_finetune(args) -> int:
     train_args = FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                    max_length=args.max_length, balance_coef=args.balance_coef,
                                    seed=args.seed)
-    examples = load_finetune_examples(args.train, args.format)
+    examples = load_examples_as(args.train, args.format)
     provenance = {"train": args.train, "format": args.format, "experts_file": args.experts,
                   "scores": alloc.parameters.get("scores")}
     summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,

@@ -23,7 +23,7 @@ from .data import (
     Example,
     encode_examples,
     example_from_record,
-    load_finetune_examples,
+    load_examples_as,
     make_batches,
 )
 from .errors import DataError, OutputError
@@ -97,7 +97,7 @@ class LayerScores:
 
 def _as_examples(data, name: str, data_format: str) -> tuple[list[Example], str]:
     if isinstance(data, (str, Path)):
-        return load_finetune_examples(str(data), data_format), str(data)
+        return load_examples_as(str(data), data_format), str(data)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         examples = [
             d if isinstance(d, Example) else example_from_record(d, f"{name}[{i}]")

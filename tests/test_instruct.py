@@ -12,7 +12,7 @@ import torch
 from conftest import build_tiny_model
 
 from layerif.data import TaskSpec, extract_answer, get_task, load_instruct, load_rows
-from layerif.data.instruct import instruct_tasks, load_finetune_examples
+from layerif.data.instruct import instruct_tasks, load_examples_as
 from layerif.errors import DataError
 from layerif.evaluation import evaluate_generation, evaluate_model, generate_greedy
 
@@ -116,13 +116,13 @@ def test_finetuning_slice_is_refused_for_evaluation(tmp_path, tiny_models, token
                        ppl=None, adapter=str(adapter), generate=True)
 
 
-def test_finetune_examples_formats(tmp_path):
-    (ex,) = load_finetune_examples("mrpc:validation[0:1]")
+def test_examples_in_either_format(tmp_path):
+    (ex,) = load_examples_as("mrpc:validation[0:1]")
     assert ex.prompt.startswith("Below is an instruction") and ex.completion.startswith("Answer: ")
-    (plain,) = load_finetune_examples("mrpc:validation[0:1]", "plain")
+    (plain,) = load_examples_as("mrpc:validation[0:1]", "plain")
     assert plain.prompt.endswith("Answer:") and plain.completion in (" yes", " no")
     path = tmp_path / "d.jsonl"
     path.write_text('{"prompt": "p", "completion": " c"}\n')
-    assert load_finetune_examples(str(path))[0].completion == " c"
-    with pytest.raises(DataError, match="unknown training format"):
-        load_finetune_examples("mrpc:validation[0:1]", "chat")
+    assert load_examples_as(str(path))[0].completion == " c"
+    with pytest.raises(DataError, match="unknown data format"):
+        load_examples_as("mrpc:validation[0:1]", "chat")

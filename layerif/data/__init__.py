@@ -16,7 +16,7 @@ from .instruct import (
     InstructItem,
     extract_answer,
     instruct_item,
-    load_finetune_examples,
+    load_examples_as,
     load_instruct,
 )
 from .records import Example, example_from_record, load_file
@@ -28,7 +28,7 @@ __all__ = [
     "InstructItem",
     "extract_answer",
     "instruct_item",
-    "load_finetune_examples",
+    "load_examples_as",
     "load_instruct",
     "IGNORE_INDEX",
     "TASKS",

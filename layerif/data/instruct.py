@@ -103,11 +103,15 @@ def instruct_tasks() -> list[str]:
     return sorted(name for name, t in TASKS.items() if t.instruct is not None)
 
 
-def load_finetune_examples(source: str, fmt: str = "instruct") -> list[Example]:
-    """What `finetune-moe --train` takes: a data file (used as written) or a task spec, in the
-    instruction format (`fmt` "instruct", the paper's) or as lm-eval's gold pairs ("plain")."""
-    if fmt not in ("instruct", "plain"):
-        raise DataError(f"unknown training format {fmt!r}; use instruct or plain.")
+DATA_FORMATS = ("plain", "instruct")
+
+
+def load_examples_as(source: str, fmt: str = "instruct") -> list[Example]:
+    """Examples from a data file (used as written) or a task spec, read in the instruction format
+    (`fmt` "instruct": what `finetune-moe` trains on) or as lm-eval's prompt and gold answer
+    ("plain": what `score` uses by default)."""
+    if fmt not in DATA_FORMATS:
+        raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(DATA_FORMATS)}.")
     if fmt == "plain" or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).is_file():
         return load_examples(source)
     return [item.example() for item in load_instruct(source)]

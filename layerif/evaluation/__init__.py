@@ -52,9 +52,12 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
         raise ValueError("nothing to evaluate: enable multiple_choice or generate.")
     result = {"layerif_version": __version__, "model": model_name, "adapter": adapter,
               "tasks": {s.task: {} for s in specs}, "mean": {}}
-    parts = ([evaluate_multiple_choice(model, tokenizer, specs, batch_size)] if multiple_choice
-             else []) + ([evaluate_generation(model, tokenizer, specs, batch_size=batch_size,
-                                              progress=progress)] if generate else [])
+    parts = []
+    if multiple_choice:
+        parts.append(evaluate_multiple_choice(model, tokenizer, specs, batch_size))
+    if generate:
+        parts.append(evaluate_generation(model, tokenizer, specs, batch_size=batch_size,
+                                         progress=progress))
     for part in parts:
         for task, metrics in part["tasks"].items():
             result["tasks"][task].update(metrics)

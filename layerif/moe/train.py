@@ -5,7 +5,6 @@ order and dropout are seeded per epoch)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import batch_losses, encode_examples, make_batches
 from ..errors import LayerIFError
+from ..io import write_json
 from .lora_moe import MoEConfig, adapter_state, apply_lora_moe, aux_loss, save_adapters
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,6 @@ def finetune_moe(model, tokenizer, config: MoEConfig, train_examples, out_dir: s
     summary = {**(provenance or {}), "history": history,
                "seconds": round(time.perf_counter() - t0, 2), "arguments": asdict(args),
                "experts": config.experts}
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "training.json", summary)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
