@@ -101,11 +101,36 @@ def main() -> None:
     print(table(results))
 
 
+def summary(results: dict) -> str:
+    """The paper's Table 2 shape: mean accuracy (%) per allocation (rows) and pruner (columns)."""
+    runs = results["runs"]
+    lines = ["| allocation | magnitude 50% | wanda 50% | sparsegpt 50% | wanda 70% |",
+             "|---|---|---|---|---|"]
+    for method in ("uniform", "owl", "alphapruning", "layerif"):
+        cells = [runs.get(f"{method}/{p}/{s}") for p, s in
+                 (("magnitude", 0.5), ("wanda", 0.5), ("sparsegpt", 0.5), ("wanda", 0.7))]
+        lines.append(f"| {method} | " + " | ".join(
+            f"{100 * r['mean_acc']:.2f}" if r else "-" for r in cells) + " |")
+    if "dense" in runs:
+        lines.append("| dense (no pruning) |" + f" {100 * runs['dense']['mean_acc']:.2f} |" * 4)
+    n = results["settings"]["limit"]
+    se = [mean_stderr(r["acc"], n) for r in runs.values()]
+    lines.append(f"\nStandard error of a mean over the {len(next(iter(runs.values()))['acc'])} "
+                 f"tasks ({n} items each): {100 * min(se):.2f} to {100 * max(se):.2f} points.")
+    return "\n".join(lines)
+
+
+def mean_stderr(acc: dict[str, float], n: int) -> float:
+    """Standard error of the mean over tasks of per-task accuracies on n independent items."""
+    return sum(a * (1 - a) / (n - 1) for a in acc.values()) ** 0.5 / len(acc)
+
+
 def table(results: dict) -> str:
-    """Accuracy per task and mean (acc, in %), then the seconds per stage of every run."""
+    """The summary, accuracy per task and mean (acc, in %), then the seconds per stage."""
     runs = results["runs"]
     tasks = list(next(iter(runs.values()))["acc"])
-    lines = ["| allocation | pruner | sparsity | " + " | ".join(tasks) + " | mean |",
+    lines = [summary(results), "",
+             "| allocation | pruner | sparsity | " + " | ".join(tasks) + " | mean |",
              "|---" * (len(tasks) + 4) + "|"]
     for key, r in runs.items():
         method, pruner, sparsity = (key.split("/") + ["-", "-"])[:3]
