@@ -44,7 +44,7 @@ METHODS = ("layerif-positive", "layerif-negative", "layerif-top25", "layerif-all
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="mrpc,commonsense_qa,openbookqa")
-    parser.add_argument("--train", type=int, default=64, help="fine-tuning rows per task")
+    parser.add_argument("--train", type=int, default=128, help="fine-tuning rows per task")
     parser.add_argument("--val", type=int, default=16, help="scoring validation rows")
     parser.add_argument("--eval", type=int, default=100, help="evaluation rows (the last)")
     parser.add_argument("--epochs", type=int, default=2)
