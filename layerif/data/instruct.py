@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from .records import FILE_SUFFIXES, Example
-from .sources import TaskSpec, load_examples, load_rows
-from .tasks import TaskConfig, get_task
+from .sources import TaskSpec, load_examples, task_rows
+from .tasks import TaskConfig
 
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -79,12 +79,8 @@ def instruct_item(task: TaskConfig, row: dict, origin: str) -> InstructItem:
 
 def load_instruct(spec: TaskSpec | str) -> list[InstructItem]:
     """The instruction-format items of a task spec such as `mrpc:validation[0:200]`."""
-    spec = TaskSpec.parse(spec) if isinstance(spec, str) else spec
-    task = get_task(spec.task)
-    rows = load_rows(spec)
-    indices = spec.indices(len(rows))
-    return [instruct_item(task, row, f"{spec.task}:{spec.split}[{i}]")
-            for i, row in zip(indices, rows.select(indices), strict=True)]
+    task, rows = task_rows(spec)
+    return [instruct_item(task, row, origin) for origin, row in rows]
 
 
 def extract_answer(generated: str, lettered: bool) -> str | None:

@@ -138,15 +138,18 @@ def load_rows(spec: TaskSpec):
 
 def load_task(spec: TaskSpec | str) -> list[Example]:
     """The examples (gold prompt/completion pairs) of a task spec."""
+    task, rows = task_rows(spec)
+    return [task.example(row, origin) for origin, row in rows]
+
+
+def task_rows(spec: TaskSpec | str) -> tuple[TaskConfig, list[tuple[str, dict]]]:
+    """A spec's task config and its sliced rows, each with its origin ("task:split[i]")."""
     spec = TaskSpec.parse(spec) if isinstance(spec, str) else spec
     task = get_task(spec.task)
     rows = load_rows(spec)
     indices = spec.indices(len(rows))
-    subset = rows.select(indices)
-    return [
-        task.example(row, f"{spec.task}:{spec.split}[{i}]")
-        for i, row in zip(indices, subset, strict=True)
-    ]
+    return task, [(f"{spec.task}:{spec.split}[{i}]", row)
+                  for i, row in zip(indices, rows.select(indices), strict=True)]
 
 
 def load_examples(source: str) -> list[Example]:

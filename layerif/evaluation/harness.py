@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..data import TaskSpec, get_task, load_rows
+from ..data.sources import TaskSpec, task_rows
 
 METRICS = ("acc", "acc_norm")
 
@@ -35,11 +35,8 @@ def _task_yaml(name: str, data_file: Path, multiple_input: bool) -> str:
 
 def write_task(spec: TaskSpec, folder: Path) -> tuple[str, int]:
     """JSONL + YAML for one task slice; returns (lm-eval task name, number of items)."""
-    task = get_task(spec.task)
-    rows = load_rows(spec)
-    indices = spec.indices(len(rows))
-    items = [task.multiple_choice(r, f"{spec.task}[{i}]")
-             for i, r in zip(indices, rows.select(indices), strict=True)]
+    task, rows = task_rows(spec)
+    items = [task.multiple_choice(row, origin) for origin, row in rows]
     multiple_input = any(len(set(it.contexts)) > 1 for it in items)
     name = f"layerif_{spec.task}"
     data_file = folder / f"{name}.jsonl"
