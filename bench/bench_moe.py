@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import layerif
 from layerif.allocation.api import allocate_experts, load_scores
-from layerif.data import load_examples_as
+from layerif.data import load_examples_as, load_instruct
 from layerif.evaluation import evaluate_model, evaluation_specs
 from layerif.io import write_json, write_text
 from layerif.moe import MoEConfig
@@ -52,11 +53,17 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=2.0)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--tag", default=None, help="results name (default from the sizes)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the .md table from the saved results and stop")
     args = parser.parse_args()
     tag = args.tag or f"{args.train}-{args.eval}-e{args.epochs}"
     results_dir = ROOT / "bench" / "results"
     out_path = results_dir / f"moe-{tag}.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
+    if args.table_only:
+        write_text(results_dir / f"moe-{tag}.md", table(results))
+        print(table(results))
+        return
     results["settings"] = vars(args) | {"model": MODEL}
     work = ROOT / "runs" / f"bench-moe-{tag}"
 
@@ -118,7 +125,7 @@ def allocations_for(task: str, scores_dir: Path, args, results: dict) -> dict[st
             alloc = allocate_experts("layerif", args.total, beta=args.beta, model=model,
                                      model_name=MODEL, scores=load_scores(scores_dir, variant))
         elif kind == "mola":
-            alloc = allocate_experts("mola", args.total, pattern=variant, model=model)
+            alloc = allocate_experts("mola", pattern=variant, model=model)
         else:
             alloc = allocate_experts(kind, args.total, beta=args.beta, model=model)
         out[method] = alloc.experts
@@ -143,10 +150,21 @@ def record(results: dict, key: str, experts, metrics: dict, seconds: dict) -> No
           f"unanswered {metrics['gen_unanswered']:.2f}  {seconds}", flush=True)
 
 
+def majority_answer(task: str, settings: dict) -> dict:
+    """The no-skill baseline: always answer the fine-tuning slice's most common answer. Its
+    accuracy on the evaluation rows is what an adapter that collapsed onto one answer scores."""
+    train = load_instruct(f"{task}:validation[0:{settings['train']}]")
+    (eval_spec,) = evaluation_specs([task], limit=settings["eval"])
+    answers = [item.answer for item in load_instruct(eval_spec)]
+    top = Counter(item.answer for item in train).most_common(1)[0][0]
+    return {"answer": top, "gen_acc": answers.count(top) / len(answers)}
+
+
 def table(results: dict) -> str:
     runs = results["runs"]
     tasks = list(dict.fromkeys(k.split("/")[0] for k in runs))
     methods = list(dict.fromkeys(k.split("/")[1] for k in runs))
+    majority = [majority_answer(t, results["settings"]) for t in tasks]
     head = " | ".join(f"{t} gen / mc" for t in tasks)
     lines = [f"| allocation | experts | {head} | mean gen | mean mc | train s (mean) |",
              "|---" * (len(tasks) + 5) + "|"]
@@ -164,6 +182,10 @@ def table(results: dict) -> str:
         name = m + (f" (= {', '.join(shared)})" if shared else "")
         lines.append(f"| {name} | {total} | {cells} | {100 * gen:.2f} | {100 * mc:.2f} | "
                      f"{secs} |")
+    cells = " | ".join(f"{100 * m['gen_acc']:.1f} ({m['answer']}) / -" for m in majority)
+    mean = sum(m["gen_acc"] for m in majority) / len(majority)
+    lines.append(f"| always the training slice's majority answer | - | {cells} | {100 * mean:.2f} "
+                 "| - | - |")
     return "\n".join(lines)
 
 

@@ -41,7 +41,8 @@ def add_commands(sub) -> dict:
 
     ex = kinds.add_parser("experts", help="per-layer LoRA expert counts (experts.json)")
     ex.add_argument("--method", required=True, choices=EXPERT_METHODS)
-    ex.add_argument("--total", type=int, required=True, help="total experts T (>= layers)")
+    ex.add_argument("--total", type=int,
+                    help="total experts T (>= layers); mola's pattern fixes its own")
     ex.add_argument("--beta", type=float, default=2.0)
     ex.add_argument("--pattern", default="2468",
                     help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")

@@ -40,7 +40,12 @@ def test_score_writes_both_files(tmp_path, model_dir, data, capsys):
     assert influence.shape == (len(TEXTS), 2) and meta["layers"] == [0, 1]
     assert meta["params"] == "mlp" and meta["train"].endswith("train.jsonl")
     assert np.allclose(meta["aggregates"]["all"], influence.sum(0))
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed
+    share = (influence > 0).mean()
+    assert f"{share:.1%} of per-layer influences are positive" in printed
+    # the positive aggregate is flat exactly when no layer has a positive influence
+    assert ("allocations from it are uniform" in printed) == (np.ptp(influence.clip(0).sum(0)) == 0)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,9 @@ def test_experts_command(tiny_dir, tmp_path):
     assert run("allocate", "experts", "--method", "mola", "--pattern", "1,3", "--total", 4,
                "--model", tiny_dir, "--out", out) == 0
     assert json.loads(out.read_text())["experts"] == [1, 3]
+    assert run("allocate", "experts", "--method", "mola", "--pattern", "2,5",  # fixes T = 7
+               "--model", tiny_dir, "--out", out) == 0
+    assert json.loads(out.read_text())["experts"] == [2, 5]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +113,9 @@ def test_experts_command(tiny_dir, tmp_path):
          "fewer than the 2 layers"),
         (["allocate", "experts", "--method", "layerif", "--total", "4", "--beta", "0",
           "--scores", "{two}"], "beta must be > 0"),
+        (["allocate", "experts", "--method", "uniform"], r"needs the total number of experts"),
+        (["allocate", "experts", "--method", "mola", "--pattern", "2,5", "--total", "6"],
+         "pattern 2,5 gives 7 experts over 2 layers, not the total 6"),
         (["prune", "--allocation", "{bad_alloc}", "--pruner", "magnitude"],
          "has 3 layer ratios but"),
     ],

@@ -184,7 +184,7 @@ def allocate_sparsity(
 
 def allocate_experts(
     method: str,
-    total: int,
+    total: int | None = None,
     *,
     beta: float = 2.0,
     pattern: str = "2468",
@@ -205,6 +205,8 @@ def allocate_experts(
         layers = list(scores["layers"])
     else:
         raise AllocationError("give --scores or --model so the number of layers is known.")
+    if total is None and method != "mola":
+        raise AllocationError(f"method {method} needs the total number of experts (--total T).")
     params: dict = {}
     if method == "layerif":
         if scores is None:
@@ -215,6 +217,11 @@ def allocate_experts(
         experts = uniform_experts(len(layers), total)
     elif method == "mola":
         experts = mola_experts(len(layers), pattern)
+        if total is not None and total != int(experts.sum()):
+            raise AllocationError(
+                f"pattern {pattern} gives {int(experts.sum())} experts over {len(layers)} "
+                f"layers, not the total {total}; leave the total out for mola (the pattern "
+                "fixes it).")
         total = int(experts.sum())
         params = {"pattern": pattern}
     else:
