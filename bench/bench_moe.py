@@ -61,9 +61,7 @@ def main() -> None:
     out_path = results_dir / f"moe-{tag}.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
     if args.table_only:
-        write_text(results_dir / f"moe-{tag}.md", table(results))
-        print(table(results))
-        return
+        return write_table(results, results_dir / f"moe-{tag}.md")
     results["settings"] = vars(args) | {"model": MODEL}
     work = ROOT / "runs" / f"bench-moe-{tag}"
 
@@ -112,8 +110,7 @@ def main() -> None:
             record(results, key, experts, evaluate(model, tokenizer, eval_spec, adapter),
                    seconds | {"loss": [h["loss"] for h in summary["history"]]})
             write_json(out_path, results)
-    write_text(results_dir / f"moe-{tag}.md", table(results))
-    print(table(results))
+    write_table(results, results_dir / f"moe-{tag}.md")
 
 
 def allocations_for(task: str, scores_dir: Path, args, results: dict) -> dict[str, list[int]]:
@@ -148,6 +145,12 @@ def record(results: dict, key: str, experts, metrics: dict, seconds: dict) -> No
     results["runs"][key] = {"experts": experts, **metrics, **seconds}
     print(f"{key:32s} gen_acc {metrics['gen_acc']:.3f}  mc acc {metrics['acc']:.3f}  "
           f"unanswered {metrics['gen_unanswered']:.2f}  {seconds}", flush=True)
+
+
+def write_table(results: dict, path: Path) -> None:
+    text = table(results)
+    write_text(path, text)
+    print(text)
 
 
 def majority_answer(task: str, settings: dict) -> dict:

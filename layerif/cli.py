@@ -82,8 +82,7 @@ def _cmd_score(args) -> int:
     print(format_layer_table(result.layers, {args.aggregate: result.scores}))
     print(f"\n{len(result.layers)} layers, {result.n_train} train / {result.n_val} val examples, "
           f"{result.estimator} ({result.mode}), {result.seconds:.1f} s")
-    print(f"{float((result.influence > 0).mean()):.1%} of per-layer influences are positive "
-          "(harmful)")
+    print(f"{result.positive_share:.1%} of per-layer influences are positive (harmful)")
     if max(result.scores) == min(result.scores):
         print(f"every layer's {args.aggregate!r} score is the same, so allocations from it are "
               "uniform; scores.json also holds the other aggregates (allocate --aggregate all)")

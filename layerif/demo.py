@@ -50,9 +50,8 @@ def run_demo(
                               max_length=max_length, progress=progress)
         result.model = model
         result.save(out / task)
-        frac = float((result.influence > 0).mean())
-        echo(f"  {result.seconds:.1f} s ({result.mode} mode); {frac:.1%} of per-layer "
-             "influences are positive (harmful)")
+        echo(f"  {result.seconds:.1f} s ({result.mode} mode); {result.positive_share:.1%} of "
+             "per-layer influences are positive (harmful)")
         results[task] = result
     a, b = (results[t] for t in tasks)
     rho = spearman(a.scores, b.scores)

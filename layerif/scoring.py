@@ -64,6 +64,11 @@ class LayerScores:
     influence: np.ndarray = field(repr=False)  # (n_train, n_layers) IF_block(k), input order
     data_format: str = "plain"  # how task specs read: lm-eval gold pairs or "instruct"
 
+    @property
+    def positive_share(self) -> float:
+        """The fraction of per-layer influences that are positive (harmful, DataInf's sign)."""
+        return float((self.influence > 0).mean())
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("influence")

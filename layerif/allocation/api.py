@@ -217,12 +217,11 @@ def allocate_experts(
         experts = uniform_experts(len(layers), total)
     elif method == "mola":
         experts = mola_experts(len(layers), pattern)
-        if total is not None and total != int(experts.sum()):
+        if total is not None and total != experts.sum():
             raise AllocationError(
-                f"pattern {pattern} gives {int(experts.sum())} experts over {len(layers)} "
-                f"layers, not the total {total}; leave the total out for mola (the pattern "
-                "fixes it).")
-        total = int(experts.sum())
+                f"pattern {pattern} gives {experts.sum()} experts over {len(layers)} layers, not "
+                f"the total {total}; leave the total out for mola (the pattern fixes it).")
+        total = experts.sum()
         params = {"pattern": pattern}
     else:
         if blocks is None:
