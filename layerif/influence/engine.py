@@ -167,16 +167,19 @@ class GradientEngine:
 
             def forward_hook(_module, args, output, matrix=matrix):
                 x = args[0]
-                # q/k/v (and gate/up) share one input tensor: convert it to fp32 once. (The dict
-                # keeps every A alive for the batch, so a key cannot be reused by a new tensor.)
+                # q/k/v (and gate/up) share one input tensor: convert it to fp32 once. The dict
+                # keeps x itself alive for the batch, not only its fp32 copy: with frozen weights
+                # autograd does not hold x, and a bf16 x freed after its layer could hand its
+                # address to the next layer's input, which would then find the wrong A here.
                 key = (x.data_ptr(), tuple(x.shape), x.stride())
-                A = state["inputs"].get(key)
-                if A is None:
-                    A = x.detach().float()
-                    state["inputs"][key] = A
+                held = state["inputs"].get(key)
+                if held is None:
+                    held = (x, x.detach().to(_stat_dtype(x)))
+                    state["inputs"][key] = held
+                A = held[1]
 
                 def grad_hook(grad, matrix=matrix, A=A):
-                    D = grad.detach().float() * state["pad_mask"]
+                    D = grad.detach().to(A.dtype) * state["pad_mask"].to(A.dtype)
                     _check_finite(D, matrix, state["batch"])
                     callback(matrix, ExampleGradients(A, D), state["batch"].indices)
 
@@ -188,6 +191,12 @@ class GradientEngine:
         finally:
             for h in handles:
                 h.remove()
+
+
+def _stat_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics are fp32 for fp32/bf16/fp16 models and fp64 for an fp64 model (the oracle
+    tests run one, so that only the engine's own arithmetic is compared)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _check_finite(D: torch.Tensor, matrix: Matrix, batch: Batch) -> None:
