@@ -4,7 +4,7 @@ For each task (validation split of the packaged data; rows [0:N] fine-tune, [N:N
 scoring validation slice, the last E rows evaluate, all disjoint):
 1. LayerIF scores of the fine-tuning slice on the validation slice, in the instruction format
    the adapters are trained on (DataInf, all block matrices);
-2. expert allocations with T experts: layerif (positive, negative, top25, all), uniform, mola 2468,
+2. expert allocations with T experts: layerif (helpful, harmful, top25, net), uniform, mola 2468,
    mola 8642, alphalora (beta 2 for layerif and alphalora);
 3. per allocation: fine-tune a LoRA-MoE (the paper's recipe: rank 8, alpha 16, dropout 0.05,
    lr 3e-4, seven projections, top-2), then generative accuracy (greedy, the stated answer
@@ -37,8 +37,8 @@ from layerif.report import plot_expert_allocations
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
-# layerif-negative is what the reference code's "+ve" aggregate computed (SPEC section 1).
-METHODS = ("layerif-positive", "layerif-negative", "layerif-top25", "layerif-all", "uniform",
+# layerif-helpful is what the reference code's "+ve" aggregate computed (SPEC section 1).
+METHODS = ("layerif-harmful", "layerif-helpful", "layerif-top25", "layerif-net", "uniform",
            "mola-2468", "mola-8642", "alphalora")
 
 
@@ -74,7 +74,7 @@ def main() -> None:
         scores_dir = work / task / "scores"
         if not (scores_dir / "scores.json").exists():
             t = time.perf_counter()
-            layerif.score_layers(MODEL, train, val, data_format="instruct", aggregate="all",
+            layerif.score_layers(MODEL, train, val, data_format="instruct", aggregate="net",
                                  max_length=args.max_length, progress=False).save(scores_dir)
             results.setdefault("scoring_seconds", {})[task] = round(time.perf_counter() - t, 1)
         allocations = allocations_for(task, scores_dir, args, results)

@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--nsamples", type=int, default=64)
     parser.add_argument("--seqlen", type=int, default=512)
-    parser.add_argument("--aggregate", default="all", help="LayerIF aggregate (see README)")
+    parser.add_argument("--aggregate", default="helpful",
+                        help="LayerIF aggregate (see README); results are keyed layerif-NAME")
     parser.add_argument("--epsilon", type=float, default=0.2)
     parser.add_argument("--quick", action="store_true", help="50%% only, no 70%% runs")
     parser.add_argument("--table-only", action="store_true",
@@ -81,7 +82,8 @@ def main() -> None:
     # (method, sparsity) -> (allocation, seconds): computed once, on the dense model
     allocations = {}
     for sparsity, method, pruner in configs:
-        key = f"{method}/{pruner}/{sparsity}"
+        label = f"layerif-{args.aggregate}" if method == "layerif" else method
+        key = f"{label}/{pruner}/{sparsity}"
         if key in results["runs"]:
             continue
         model.load_state_dict(dense_state)
@@ -106,7 +108,8 @@ def summary(results: dict) -> str:
     runs = results["runs"]
     lines = ["| allocation | magnitude 50% | wanda 50% | sparsegpt 50% | wanda 70% |",
              "|---|---|---|---|---|"]
-    for method in ("uniform", "owl", "alphapruning", "layerif"):
+    methods = dict.fromkeys(k.split("/")[0] for k in runs if k != "dense")
+    for method in methods:
         cells = [runs.get(f"{method}/{p}/{s}") for p, s in
                  (("magnitude", 0.5), ("wanda", 0.5), ("sparsegpt", 0.5), ("wanda", 0.7))]
         lines.append(f"| {method} | " + " | ".join(

@@ -12,14 +12,19 @@ import argparse
 import logging
 import sys
 
+import numpy as np
+
 from . import __version__
+from .cli_args import Parser, add_aggregate
 from .cli_compress import add_commands
 from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
 from .influence import AGGREGATES, ESTIMATORS
+from .influence.aggregate import describe
 from .influence.base import MODES, InfluenceArguments
 
 _DEFAULTS = InfluenceArguments()
+
 
 
 def _add_score(sub) -> None:
@@ -41,8 +46,10 @@ def _add_score(sub) -> None:
     p.add_argument("--estimator", default=_DEFAULTS.estimator, choices=sorted(ESTIMATORS))
     p.add_argument("--params", default=_DEFAULTS.params, choices=("all", "attn", "mlp"),
                    help="which block matrices are tracked (default all)")
-    p.add_argument("--aggregate", default="positive", choices=AGGREGATES,
-                   help="which aggregate `scores` holds (all are saved)")
+    add_aggregate(p, help="which aggregate `scores` holds (all are saved); helpful = sum of "
+                  "the loss-reducing influences, the paper's setting (default)")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="resamples of the training examples for the profile's stability")
     p.add_argument("--max-length", type=int, default=_DEFAULTS.max_length)
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     p.add_argument("--mode", default=_DEFAULTS.mode, choices=MODES,
@@ -76,16 +83,25 @@ def _cmd_score(args) -> int:
         max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
         cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
         seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
-        checkpoint_dir=resume_dir, data_format=args.format,
+        checkpoint_dir=resume_dir, data_format=args.format, bootstrap=args.bootstrap,
     )
     out = result.save(args.out)
-    print(format_layer_table(result.layers, {args.aggregate: result.scores}))
+    stability = result.profile_stability
+    pct = f"{stability.level:.0%}"
+    print(format_layer_table(result.layers, {
+        result.aggregate: result.scores, f"{pct} low": stability.low,
+        f"{pct} high": stability.high}))
+    print(f"({describe(result.aggregate)}; {pct} bootstrap intervals)")
     print(f"\n{len(result.layers)} layers, {result.n_train} train / {result.n_val} val examples, "
           f"{result.estimator} ({result.mode}), {result.seconds:.1f} s")
-    print(f"{result.positive_share:.1%} of per-layer influences are positive (harmful)")
+    print(f"{result.harmful_share:.1%} of per-layer influences are positive (harmful)")
+    print(stability.summary())
     if max(result.scores) == min(result.scores):
-        print(f"every layer's {args.aggregate!r} score is the same, so allocations from it are "
-              "uniform; scores.json also holds the other aggregates (allocate --aggregate all)")
+        others = [a for a in AGGREGATES if a != result.aggregate
+                  and np.ptp(result.aggregates[a]) > 0]
+        print(f"every layer's {result.aggregate!r} score is the same, so `allocate` refuses it; "
+              f"scores.json also holds {', '.join(others) or 'no non-flat aggregate'} "
+              "(allocate --aggregate NAME)")
     print(f"wrote {out}/scores.json and {out}/influence.npy")
     return 0
 
@@ -97,8 +113,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--n-train", type=int, default=32)
     p.add_argument("--n-val", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--aggregate", default="all", choices=AGGREGATES)
-    p.add_argument("--quiet", action="store_true")
+    add_aggregate(p, help="the profile to compare")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _cmd_demo(args) -> int:
@@ -126,12 +142,12 @@ def _cmd_tasks(_args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="layerif", description="Layer quality scores for LLMs from influence functions."
     )
     parser.add_argument("--version", action="version", version=f"layerif {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_score(sub)
     _add_demo(sub)
     sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
@@ -143,7 +159,10 @@ COMMANDS = {"score": _cmd_score, "demo": _cmd_demo, "tasks": _cmd_tasks}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "quiet", False):

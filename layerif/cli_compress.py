@@ -15,6 +15,7 @@ from .allocation.api import (
     load_scores,
     recipe_yaml,
 )
+from .cli_args import add_aggregate
 from .data.calibration import DEFAULT_CALIBRATION, calibration_samples
 from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
@@ -30,8 +31,7 @@ def add_commands(sub) -> dict:
     sp.add_argument("--epsilon", type=float, default=None,
                     help="ratios span [1-eps, 1+eps] x target (default 0.2; alphapruning 0.3)")
     sp.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
-    sp.add_argument("--aggregate", choices=("positive", "negative", "all", "top25"),
-                    help="which saved aggregate to use (default: the file's `scores`)")
+    add_aggregate(sp, None, "which saved aggregate to use (default: the file's `scores`)")
     sp.add_argument("--model", help="model (default: the one named in --scores)")
     sp.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay (Appendix E)")
     _calibration_args(sp)
@@ -47,7 +47,7 @@ def add_commands(sub) -> dict:
     ex.add_argument("--pattern", default="2468",
                     help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")
     ex.add_argument("--scores")
-    ex.add_argument("--aggregate", choices=("positive", "negative", "all", "top25"))
+    add_aggregate(ex, None, "which saved aggregate to use (default: the file's `scores`)")
     ex.add_argument("--model")
     ex.add_argument("--out", required=True)
 

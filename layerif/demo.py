@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .influence import spearman
+from .influence.aggregate import DEFAULT_AGGREGATE, describe
 from .io import write_json
 from .models import load_model
 from .report import format_layer_table, plot_layer_profiles
@@ -35,7 +36,7 @@ def run_demo(
     n_train: int = 32,
     n_val: int = 8,
     max_length: int = 128,
-    aggregate: str = "all",
+    aggregate: str = DEFAULT_AGGREGATE,
     progress: bool = True,
     echo=print,
 ) -> DemoResult:
@@ -50,8 +51,9 @@ def run_demo(
                               max_length=max_length, progress=progress)
         result.model = model
         result.save(out / task)
-        echo(f"  {result.seconds:.1f} s ({result.mode} mode); {result.positive_share:.1%} of "
+        echo(f"  {result.seconds:.1f} s ({result.mode} mode); {result.harmful_share:.1%} of "
              "per-layer influences are positive (harmful)")
+        echo(f"  {result.profile_stability.summary()}")
         results[task] = result
     a, b = (results[t] for t in tasks)
     rho = spearman(a.scores, b.scores)
@@ -59,18 +61,21 @@ def run_demo(
     table = format_layer_table(a.layers, profiles)
     plot = plot_layer_profiles(
         a.layers, profiles, out / "layer_profiles.png",
-        title=f"LayerIF ({aggregate}) on {model}: Spearman {rho:.3f}",
+        title=f"LayerIF '{aggregate}' on {model}: Spearman {rho:.3f}",
+        ylabel=f"{aggregate} (DataInf sign), min-max per task",
     )
     write_json(out / "summary.json", {
         "model": model,
         "aggregate": aggregate,
+        "sign_convention": a.sign_convention,
         "tasks": list(tasks),
         "layers": a.layers,
         "profiles": profiles,
         "spearman": None if np.isnan(rho) else rho,
+        "stability": {t: results[t].stability for t in tasks},
         "seconds": {t: results[t].seconds for t in tasks},
     })
-    echo(f"\nper-layer scores (aggregate '{aggregate}', DataInf sign: > 0 harmful):")
+    echo(f"\nper-layer scores ({describe(aggregate)}):")
     echo(table)
     echo(f"\nSpearman correlation of the two layer profiles: {rho:.3f}")
     echo(f"wrote {out}/<task>/scores.json, influence.npy, {plot} and {out}/summary.json")

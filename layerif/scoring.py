@@ -27,10 +27,12 @@ from .data import (
     make_batches,
 )
 from .errors import DataError, OutputError
-from .influence import AGGREGATES, ESTIMATORS, InfluenceArguments, all_aggregates
+from .influence import ESTIMATORS, InfluenceArguments, all_aggregates
+from .influence.aggregate import DEFAULT_AGGREGATE, RENAMED, SIGN_CONVENTION, check_aggregate
 from .influence.base import get_estimator
 from .influence.checkpoint import StepCache
 from .influence.engine import CachedSource, GradientEngine, StreamingSource, cache_bytes
+from .influence.stability import ProfileStability, profile_stability
 from .io import atomic_dir, write_json, write_npy
 from .models import discover_blocks, load_model, prepare_tokenizer
 
@@ -56,6 +58,7 @@ class LayerScores:
     aggregate: str  # which aggregate `scores` holds
     scores: list[float]  # one per layer
     aggregates: dict[str, list[float]]  # every aggregate, one value per layer
+    stability: dict  # bootstrap of the chosen aggregate (influence/stability.py)
     lambdas: dict[str, float]  # damping per matrix (empty for tracin)
     train: str
     val: str
@@ -63,11 +66,16 @@ class LayerScores:
     seconds: float
     influence: np.ndarray = field(repr=False)  # (n_train, n_layers) IF_block(k), input order
     data_format: str = "plain"  # how task specs read: lm-eval gold pairs or "instruct"
+    sign_convention: str = SIGN_CONVENTION
 
     @property
-    def positive_share(self) -> float:
+    def harmful_share(self) -> float:
         """The fraction of per-layer influences that are positive (harmful, DataInf's sign)."""
         return float((self.influence > 0).mean())
+
+    @property
+    def profile_stability(self) -> ProfileStability:
+        return ProfileStability(**self.stability)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,7 +105,18 @@ class LayerScores:
             raise OutputError(f"{folder / SCORES_FILE}: not valid JSON ({exc}).") from exc
         influence_path = folder / INFLUENCE_FILE
         influence = np.load(influence_path) if influence_path.exists() else np.zeros((0, 0))
-        return cls(**meta, influence=influence)
+        return cls(**upgrade_scores_meta(meta), influence=influence)
+
+
+def upgrade_scores_meta(meta: dict) -> dict:
+    """A scores.json written before the aggregates were renamed, under the new names (the
+    numbers are unchanged: 'positive' computed what 'harmful' does, and so on)."""
+    if "aggregates" in meta:
+        meta["aggregates"] = {RENAMED.get(k, k): v for k, v in meta["aggregates"].items()}
+    if "aggregate" in meta:
+        meta["aggregate"] = RENAMED.get(meta["aggregate"], meta["aggregate"])
+    meta.setdefault("stability", {})
+    return meta
 
 
 def _as_examples(data, name: str, data_format: str) -> tuple[list[Example], str]:
@@ -122,7 +141,7 @@ def score_layers(
     tokenizer=None,
     estimator: str = "datainf",
     params: str = "all",
-    aggregate: str = "positive",
+    aggregate: str = DEFAULT_AGGREGATE,
     max_length: int = 256,
     batch_size: int = 8,
     mode: str = "auto",
@@ -135,6 +154,7 @@ def score_layers(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     data_format: str = "plain",
+    bootstrap: int = 200,
 ) -> LayerScores:
     """Layer-wise influence scores of `model` for training data `train` on validation data `val`.
 
@@ -146,8 +166,9 @@ def score_layers(
         (the fine-tuning format of data/instruct.py, for scores behind an expert allocation).
     checkpoint_dir: where finished steps are kept so that a killed run resumes (the same call
         again continues after the last finished step); removed when the run completes.
+    bootstrap: resamples of the training examples behind `stability` (seeded by `seed`).
     Returns a `LayerScores` whose `influence` is (n_train, n_layers) and whose `scores` are the
-    chosen aggregate (see influence/aggregate.py for the conventions).
+    chosen aggregate (see influence/aggregate.py for the names and the sign).
     """
     start = time.perf_counter()
     args = InfluenceArguments(
@@ -160,8 +181,9 @@ def score_layers(
         batch_size=batch_size,
         max_length=max_length,
     )
-    if aggregate not in AGGREGATES:
-        raise DataError(f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}.")
+    aggregate = check_aggregate(aggregate)
+    if bootstrap < 1:
+        raise DataError(f"bootstrap needs at least 1 resample, got {bootstrap}.")
     torch.manual_seed(seed)
 
     train_examples, train_name = _as_examples(train, "train", data_format)
@@ -222,6 +244,7 @@ def score_layers(
         aggregate=aggregate,
         scores=aggregates[aggregate],
         aggregates=aggregates,
+        stability=profile_stability(influence, aggregate, bootstrap, seed).to_dict(),
         lambdas=result.lambdas,
         train=train_name,
         val=val_name,

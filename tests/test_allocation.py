@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.signal import savgol_filter
 
@@ -31,6 +31,7 @@ def test_spec_worked_example():
 @settings(max_examples=200, deadline=None)
 @given(scores=scores_st, extra=st.integers(0, 300), beta=st.floats(0.5, 4))
 def test_expert_allocation_properties(scores, extra, beta):
+    assume(len(scores) == 1 or np.ptp(scores) > 0)  # a flat profile is refused (below)
     total = len(scores) + extra
     alloc = layerif_experts(scores, total, beta)
     assert alloc.sum() == total and (alloc >= 1).all()
@@ -44,10 +45,12 @@ def test_expert_allocation_properties(scores, extra, beta):
 
 
 @given(n=st.integers(1, 40), extra=st.integers(0, 200))
-def test_uniform_scores_give_near_uniform_experts(n, extra):
-    alloc = layerif_experts([0.3] * n, n + extra)
+def test_uniform_experts_and_flat_scores(n, extra):
+    alloc = uniform_experts(n, n + extra)
     assert alloc.sum() == n + extra and alloc.max() - alloc.min() <= 1
-    assert (uniform_experts(n, n + extra) == alloc).all()
+    if n > 1:  # a flat profile would silently give the uniform allocation: refused
+        with pytest.raises(AllocationError, match="0.3 for every layer"):
+            layerif_experts([0.3] * n, n + extra)
 
 
 def test_expert_errors():
@@ -80,6 +83,7 @@ params_st = st.integers(1, 30).flatmap(
 @given(data=params_st, sparsity=st.floats(0, 0.95), eps=st.floats(0, 1), sm=st.booleans())
 def test_sparsity_properties(data, sparsity, eps, sm):
     scores, params = data
+    assume(len(scores) == 1 or np.ptp(np.abs(scores)) > 0)
     ratios = layerif_sparsity(scores, sparsity, params, eps, use_smoothing=sm)
     P = np.asarray(params, dtype=np.float64)
     assert abs((ratios * P).sum() / P.sum() - sparsity) < 1e-9
@@ -92,10 +96,13 @@ def test_sparsity_properties(data, sparsity, eps, sm):
                     assert ratios[i] >= ratios[j] - 1e-12
 
 
-@given(n=st.integers(1, 30), sparsity=st.floats(0, 0.9))
-def test_uniform_scores_or_zero_epsilon_give_uniform_ratios(n, sparsity):
+@given(n=st.integers(2, 30), sparsity=st.floats(0, 0.9))
+def test_flat_scores_are_refused_and_zero_epsilon_gives_uniform_ratios(n, sparsity):
     params = np.arange(1, n + 1) * 1000
-    np.testing.assert_allclose(layerif_sparsity([2.5] * n, sparsity, params), sparsity)
+    with pytest.raises(AllocationError, match="2.5 for every layer"):
+        layerif_sparsity([2.5] * n, sparsity, params)
+    with pytest.raises(AllocationError, match="for every layer"):  # |S| is what is mapped
+        layerif_sparsity([-2.5, 2.5] * n, sparsity, list(params) * 2)
     rng = np.random.default_rng(n)
     np.testing.assert_allclose(
         layerif_sparsity(rng.normal(size=n), sparsity, params, epsilon=0), sparsity)

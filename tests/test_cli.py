@@ -39,13 +39,18 @@ def test_score_writes_both_files(tmp_path, model_dir, data, capsys):
     influence = np.load(out / "influence.npy")
     assert influence.shape == (len(TEXTS), 2) and meta["layers"] == [0, 1]
     assert meta["params"] == "mlp" and meta["train"].endswith("train.jsonl")
-    assert np.allclose(meta["aggregates"]["all"], influence.sum(0))
+    assert np.allclose(meta["aggregates"]["net"], influence.sum(0))
+    assert meta["aggregate"] == "helpful" and "IF > 0" in meta["sign_convention"]
+    assert np.allclose(meta["scores"], influence.clip(max=0).sum(0))  # the default: helpful
+    stability = meta["stability"]
+    assert stability["resamples"] == 200 and len(stability["low"]) == 2
     printed = capsys.readouterr().out
     assert "wrote" in printed
     share = (influence > 0).mean()
     assert f"{share:.1%} of per-layer influences are positive" in printed
-    # the positive aggregate is flat exactly when no layer has a positive influence
-    assert ("allocations from it are uniform" in printed) == (np.ptp(influence.clip(0).sum(0)) == 0)
+    assert f"median Spearman {stability['median_spearman']:.2f} over 200 resamples" in printed
+    # the helpful aggregate is flat exactly when no layer has a negative influence
+    assert ("`allocate` refuses it" in printed) == (np.ptp(influence.clip(max=0).sum(0)) == 0)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +61,8 @@ def test_score_writes_both_files(tmp_path, model_dir, data, capsys):
         (["--model", "./nowhere"], "neither a model folder nor a .gguf file"),
         (["--estimator", "exact", "--max-exact-dim", "10"], "exceed max_exact_dim=10"),
         (["--train", "{data}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
+        (["--aggregate", "positive"], "'positive' was renamed: use 'harmful'"),
+        (["--aggregate", "all"], "'all' was renamed: use 'net'"),
     ],
 )
 def test_bad_input_is_reported_and_nothing_is_written(tmp_path, model_dir, data, capsys, args,

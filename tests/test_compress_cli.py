@@ -35,7 +35,7 @@ def run(*args):
 def write_scores(path, model, scores):
     path.mkdir(parents=True, exist_ok=True)
     (path / "scores.json").write_text(json.dumps({"model": str(model), "layers": list(
-        range(len(scores))), "scores": scores, "aggregate": "all"}))
+        range(len(scores))), "scores": scores, "aggregate": "net"}))
     return path
 
 
@@ -145,10 +145,13 @@ def test_aggregate_choice(tmp_path, tiny_dir):
 
     folder = write_scores(tmp_path / "s", tiny_dir, [0.0, 0.0])
     meta = json.loads((folder / "scores.json").read_text())
+    # A file from before the rename: its old keys are read under the new names.
     meta["aggregates"] = {"all": [-3.0, 1.0], "positive": [0.0, 0.0]}
     (folder / "scores.json").write_text(json.dumps(meta))
-    assert load_scores(folder, "positive")["scores"] == [0.0, 0.0]
-    assert load_scores(folder, "all")["scores"] == [-3.0, 1.0]
+    assert load_scores(folder, "harmful")["scores"] == [0.0, 0.0]
+    assert load_scores(folder, "net")["scores"] == [-3.0, 1.0]
+    with pytest.raises(LayerIFError, match="'all' was renamed: use 'net'"):
+        load_scores(folder, "all")
     with pytest.raises(LayerIFError, match="no aggregate 'top25'"):
         load_scores(folder, "top25")
 
@@ -172,3 +175,21 @@ def test_finetune_and_evaluate_an_adapter(tiny_dir, tmp_path, capsys):
                "--slice", "4:12", "--ppl", "none", "--out", tmp_path / "x.json") == 2
     assert "overlaps the fine-tuning" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("kind", [["sparsity", "--sparsity", "0.5"], ["experts", "--total", "6"]])
+def test_flat_profiles_are_refused_naming_another_aggregate(kind, tmp_path, tiny_dir, capsys):
+    folder = write_scores(tmp_path / "s", tiny_dir, [0.0, 0.0])
+    meta = json.loads((folder / "scores.json").read_text())
+    meta.update(aggregate="harmful", aggregates={"harmful": [0.0, 0.0], "helpful": [-3.0, -1.0]})
+    (folder / "scores.json").write_text(json.dumps(meta))
+    out = tmp_path / "alloc.json"
+    argv = ["allocate", kind[0], "--method", "layerif", *kind[1:], "--scores", folder,
+            "--model", tiny_dir, "--out", out]
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert "aggregate 'harmful' is 0 for every layer" in err and "--aggregate helpful" in err
+    assert not out.exists()
+    assert run(*argv, "--aggregate", "helpful") == 0  # the non-flat one allocates
+    assert len(set(json.loads(out.read_text())[
+        "ratios" if kind[0] == "sparsity" else "experts"])) == 2

@@ -22,7 +22,7 @@ VAL = [{"prompt": p, "completion": c} for p, c in PAIRS[4:]] + [
 ]
 JSON_FIELDS = {"layerif_version", "model", "estimator", "params", "max_length", "seed",
                "n_train", "n_val", "layers", "aggregate", "scores", "aggregates", "lambdas",
-               "train", "val"}
+               "train", "val", "stability", "sign_convention"}
 
 
 def score(model, tokenizer, **kw):
@@ -36,7 +36,7 @@ def test_result_fields_and_roundtrip(tmp_path, tiny_models, tokenizer):
     assert result.influence.shape == (len(TRAIN), 2) and result.layers == [0, 1]
     assert result.scores == result.aggregates["top25"]
     assert len(result.lambdas) == 14 and all(v > 0 for v in result.lambdas.values())
-    np.testing.assert_allclose(result.aggregates["all"], result.influence.sum(0))
+    np.testing.assert_allclose(result.aggregates["net"], result.influence.sum(0))
     out = result.save(tmp_path / "run")
     meta = json.loads((out / "scores.json").read_text())
     assert set(meta) >= JSON_FIELDS
@@ -143,7 +143,7 @@ def test_estimator_errors(tiny_models, tokenizer):
         score(model, tokenizer, estimator="lissa")
     with pytest.raises(EstimatorError, match="mode must be"):
         score(model, tokenizer, mode="fast")
-    with pytest.raises(layerif.DataError, match="unknown aggregate"):
+    with pytest.raises(layerif.LayerIFError, match="unknown aggregate 'mean'; use one of helpful"):
         score(model, tokenizer, aggregate="mean")
     with pytest.raises(layerif.DataError, match="needs its tokenizer"):
         layerif.score_layers(model, TRAIN, VAL)

@@ -8,6 +8,7 @@ experts.json: method, parameters, model, layers, experts (one per layer), total.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LayerIFError
+from ..influence.aggregate import check_aggregate
 from ..io import write_json
 from ..models import discover_blocks
 from .alpha import block_alphas
@@ -93,21 +95,51 @@ class ExpertAllocation:
 
 def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
     """scores.json (or its folder) as written by `layerif score`; `aggregate` picks one of the
-    saved aggregates as "scores" instead of the one the file was written with."""
+    saved aggregates as "scores" instead of the one the file was written with. Files written
+    before the aggregates were renamed are read under the new names."""
+    from ..scoring import upgrade_scores_meta
+
     path = Path(path)
     path = path / "scores.json" if path.is_dir() else path
     data = _load(path, "scores")
     if not isinstance(data.get("scores"), list) or not isinstance(data.get("layers"), list):
         raise AllocationError(f"{path}: not a layerif scores file (no 'scores'/'layers').")
+    data = upgrade_scores_meta(data)
     saved = data.get("aggregates") or {}
-    if aggregate is not None and (aggregate in saved or aggregate != data.get("aggregate")):
-        if aggregate not in saved:
-            raise AllocationError(
-                f"{path} holds no aggregate {aggregate!r} (it has {', '.join(saved) or 'none'})."
-            )
-        data["scores"], data["aggregate"] = saved[aggregate], aggregate
+    if aggregate is not None:
+        aggregate = check_aggregate(aggregate)
+        if aggregate in saved:
+            data["scores"], data["aggregate"] = saved[aggregate], aggregate
+        elif aggregate != data.get("aggregate"):
+            raise AllocationError(f"{path} holds no aggregate {aggregate!r} (it has "
+                                  f"{', '.join(saved) or 'none'}).")
+    bad = [layer for layer, v in zip(data["layers"], data["scores"], strict=False)
+           if not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        raise AllocationError(
+            f"{path}: aggregate {data.get('aggregate')!r} is not finite at layer(s) "
+            f"{', '.join(map(str, bad[:8]))}; rescore (see `layerif score`) or pick another "
+            "--aggregate.")
     data["_path"] = str(path)
     return data
+
+
+def layer_profile(scores: dict, use_abs: bool) -> np.ndarray:
+    """The score vector an allocation reads (|S| for sparsity, S for experts), refused when it
+    is the same for every layer: an allocation from it would silently be uniform."""
+    values = np.asarray(scores["scores"], dtype=np.float64)
+    seen = np.abs(values) if use_abs else values
+    if len(seen) > 1 and np.ptp(seen) == 0:
+        name = scores.get("aggregate")
+        saved = scores.get("aggregates") or {}
+        others = [a for a, v in saved.items() if a != name and len(v) > 1
+                  and np.ptp(np.abs(v) if use_abs else v) > 0]
+        hint = (f"use --aggregate {others[0]}" if others else "score more or other examples")
+        raise AllocationError(
+            f"{scores['_path']}: aggregate {name!r} is {seen[0]:g} for every layer"
+            f"{' in magnitude' if use_abs else ''}, so the allocation would be uniform; "
+            f"{hint} (saved: {', '.join(saved) or 'none'}).")
+    return values
 
 
 def _check_model_matches(scores: dict, model_name: str | None, n_blocks: int | None) -> None:
@@ -156,7 +188,8 @@ def allocate_sparsity(
             raise AllocationError("method layerif needs --scores DIR/scores.json.")
         _check_model_matches(scores, model_name, len(blocks))
         eps = 0.2 if epsilon is None else epsilon
-        ratios = layerif_sparsity(scores["scores"], sparsity, P, eps, use_smoothing=smooth)
+        ratios = layerif_sparsity(layer_profile(scores, use_abs=True), sparsity, P, eps,
+                                  use_smoothing=smooth)
         params = {"epsilon": eps, "smooth": smooth, "scores": scores["_path"],
                   "aggregate": scores.get("aggregate")}
     elif method == "uniform":
@@ -211,7 +244,7 @@ def allocate_experts(
     if method == "layerif":
         if scores is None:
             raise AllocationError("method layerif needs --scores DIR/scores.json.")
-        experts = layerif_experts(scores["scores"], total, beta)
+        experts = layerif_experts(layer_profile(scores, use_abs=False), total, beta)
         params = {"beta": beta, "scores": scores["_path"], "aggregate": scores.get("aggregate")}
     elif method == "uniform":
         experts = uniform_experts(len(layers), total)

@@ -59,6 +59,15 @@ def largest_remainder(
     return alloc
 
 
+def refuse_flat(profile: np.ndarray) -> None:
+    """A score profile equal for every layer carries no allocation: refuse it rather than return
+    a uniform allocation that looks like LayerIF's."""
+    if len(profile) > 1 and np.ptp(profile) == 0:
+        raise AllocationError(
+            f"the scores are {profile[0]:g} for every layer, so the allocation would be uniform; "
+            "use another aggregate, or the uniform method if that is what you want.")
+
+
 def _check_beta(beta: float) -> None:
     if not beta > 0:
         raise AllocationError(f"beta must be > 0, got {beta}.")
@@ -70,6 +79,7 @@ def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> n
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(s).all():
         raise AllocationError("scores must be finite.")
+    refuse_flat(s)
     inv = s.max() - s
     # w / sum(w) is scale-invariant: dividing by max(inv) first keeps tiny spreads from
     # underflowing to all-zero weights under the power. Ties favour the lower score.

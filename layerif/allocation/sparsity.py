@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import savgol_filter
 
-from .experts import AllocationError
+from .experts import AllocationError, refuse_flat
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -99,6 +99,7 @@ def layerif_sparsity(
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(s).all():
         raise AllocationError("scores must be finite.")
+    refuse_flat(np.abs(s))
     x = _minmax(np.abs(s))
     if use_smoothing:
         x = smooth(x)

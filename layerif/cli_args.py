@@ -1,0 +1,28 @@
+"""Argument types and option groups shared by the `layerif` commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from .influence import AGGREGATES
+from .influence.aggregate import DEFAULT_AGGREGATE, AggregateError, check_aggregate
+
+
+def aggregate_arg(name: str) -> str:
+    """argparse type: an aggregate name; a renamed one fails naming its replacement."""
+    try:
+        return check_aggregate(name)
+    except AggregateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_aggregate(p, default: str | None = DEFAULT_AGGREGATE, help: str = "") -> None:
+    p.add_argument("--aggregate", default=default, type=aggregate_arg,
+                   metavar="{" + ",".join(AGGREGATES) + "}", help=help)
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (`error: ...`, exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`.\n")
