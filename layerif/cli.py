@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -72,19 +73,24 @@ def _add_score(sub) -> None:
 def _cmd_score(args) -> int:
     from pathlib import Path
 
+    from .io import check_writable
     from .report import format_layer_table
     from .scoring import score_layers
 
     out = Path(args.out)
+    check_writable(out)  # before any work, not after it
     resume_dir = None if args.no_resume else out.parent / f".{out.name}.resume"
-    result = score_layers(
-        args.model, args.train, args.val,
-        estimator=args.estimator, params=args.params, aggregate=args.aggregate,
-        max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
-        cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
-        seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
-        checkpoint_dir=resume_dir, data_format=args.format, bootstrap=args.bootstrap,
-    )
+    with kept_checkpoint(resume_dir):
+        result = score_layers(
+            args.model, args.train, args.val,
+            estimator=args.estimator, params=args.params, aggregate=args.aggregate,
+            max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
+            cache_gb=args.cache_gb, damping=args.damping, max_exact_dim=args.max_exact_dim,
+            seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
+            checkpoint_dir=resume_dir, data_format=args.format, bootstrap=args.bootstrap,
+        )
+    if result.resumed_steps:
+        print(f"resumed from {resume_dir}: {', '.join(result.resumed_steps)} were already done")
     out = result.save(args.out)
     stability = result.profile_stability
     pct = f"{stability.level:.0%}"
@@ -96,6 +102,9 @@ def _cmd_score(args) -> int:
           f"{result.estimator} ({result.mode}), {result.seconds:.1f} s")
     print(f"{result.harmful_share:.1%} of per-layer influences are positive (harmful)")
     print(stability.summary())
+    if result.zero_gradient_matrices:
+        print(f"{len(result.zero_gradient_matrices)} matrices had a zero gradient for every "
+              "training example and contribute 0 (listed in scores.json)")
     if max(result.scores) == min(result.scores):
         others = [a for a in AGGREGATES if a != result.aggregate
                   and np.ptp(result.aggregates[a]) > 0]
@@ -104,6 +113,27 @@ def _cmd_score(args) -> int:
               "(allocate --aggregate NAME)")
     print(f"wrote {out}/scores.json and {out}/influence.npy")
     return 0
+
+
+@contextlib.contextmanager
+def kept_checkpoint(folder):
+    """On an interruption or an error, say where the finished steps are kept (the same command
+    resumes from them) and how to remove them."""
+    try:
+        yield
+    except (LayerIFError, KeyboardInterrupt) as exc:
+        if folder is not None and folder.exists():
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            note = (f"finished steps are kept in {folder} ({size / 2**20:.0f} MB): the same "
+                    f"command resumes from them; remove them with `rm -r {folder}`")
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(note) from None
+            raise type(exc)(f"{exc}; {note}") from exc
+        raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a note on what was kept."""
 
 
 def _add_demo(sub) -> None:
@@ -174,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except LayerIFError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        note = f"; {exc}" if isinstance(exc, Interrupted) else ""
+        print(f"interrupted; no output was written{note}", file=sys.stderr)
         return 130
 
 

@@ -26,3 +26,16 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
+def add_device_dtype(p, device_help: str = "cpu, cuda, cuda:1 (default: cuda if any)") -> None:
+    p.add_argument("--device", default=None, help=device_help)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the model weights' dtype (statistics are fp32 regardless; fp32 is the "
+                   "safe choice on CPU)")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")

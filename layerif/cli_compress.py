@@ -15,8 +15,8 @@ from .allocation.api import (
     load_scores,
     recipe_yaml,
 )
-from .cli_args import add_aggregate
-from .data.calibration import DEFAULT_CALIBRATION, calibration_samples
+from .cli_args import add_aggregate, add_device_dtype, resolve_device
+from .data.calibration import DEFAULT_CALIBRATION, DEFAULT_PERPLEXITY, calibration_samples
 from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
 
@@ -56,9 +56,9 @@ def add_commands(sub) -> dict:
     pr.add_argument("--allocation", required=True, help="alloc.json")
     pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"))
     _calibration_args(pr)
-    pr.add_argument("--device", default=None)
-    pr.add_argument("--quiet", action="store_true")
-    pr.add_argument("--out", required=True)
+    add_device_dtype(pr, "where each block is pruned (the model waits on the CPU)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bars")
+    pr.add_argument("--out", required=True, help="output folder (a Hugging Face model folder)")
 
     ev = sub.add_parser("eval", help="zero-shot accuracy (lm-evaluation-harness) and perplexity")
     ev.add_argument("--model", required=True, help="model name, folder (e.g. a pruned DIR)")
@@ -68,8 +68,10 @@ def add_commands(sub) -> dict:
     group.add_argument("--limit", type=int, default=200,
                        help="the last N validation rows of each task (default 200)")
     group.add_argument("--slice", help="rows a:b of each task's validation split")
-    ev.add_argument("--ppl", default="boolq:validation[2000:2200]",
-                    help="held text for perplexity (file or task spec; 'none' to skip)")
+    ev.add_argument("--ppl", default=DEFAULT_PERPLEXITY,
+                    help="held text for perplexity: a file or task spec ('none' to skip; "
+                    f"default {DEFAULT_PERPLEXITY}, disjoint by content from the default "
+                    "calibration and evaluation data)")
     ev.add_argument("--exclude-scores", action="append", default=[],
                     help="scores.json whose train/val slices must not be evaluated on")
     ev.add_argument("--batch-size", type=int, default=8)
@@ -77,7 +79,8 @@ def add_commands(sub) -> dict:
     ev.add_argument("--generate", action="store_true",
                     help="add generative accuracy (instruction format, greedy decoding, the "
                     "stated answer matched), the paper's metric for fine-tuned adapters")
-    ev.add_argument("--quiet", action="store_true")
+    add_device_dtype(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.add_argument("--out", required=True, help="results.json")
 
     ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
@@ -97,9 +100,14 @@ def add_commands(sub) -> dict:
     ft.add_argument("--dropout", type=float, default=0.05)
     ft.add_argument("--top-k", type=int, default=2)
     ft.add_argument("--balance-coef", type=float, default=0.001)
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--quiet", action="store_true")
-    ft.add_argument("--out", required=True)
+    ft.add_argument("--seed", type=int, default=0,
+                    help="fixes the adapters' initial values, the data order and dropout")
+    add_device_dtype(ft)
+    ft.add_argument("--adapter-dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="dtype the adapters and routers train in (default fp32, whatever "
+                    "the base model's --dtype)")
+    ft.add_argument("--quiet", action="store_true", help="no progress bars")
+    ft.add_argument("--out", required=True, help="adapter folder")
 
     rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
     rc.add_argument("--allocation", required=True)
@@ -113,20 +121,32 @@ def add_commands(sub) -> dict:
 def _cmd_finetune(args) -> int:
     from .allocation.api import ExpertAllocation
     from .data import load_examples_as
+    from .data.provenance import check_disjoint, content_set
+    from .evaluation.overlap import allocation_sets
+    from .fingerprint import check_same_model, model_fingerprint
+    from .io import check_writable
     from .models import load_model
     from .moe import MoEConfig
     from .moe.train import FinetuneArguments, finetune_moe
 
+    check_writable(args.out)
     alloc = ExpertAllocation.load(args.experts)
-    model, tokenizer = load_model(args.model)
-    config = MoEConfig(experts=alloc.experts, rank=args.rank, alpha=args.alpha,
-                       dropout=args.dropout, top_k=args.top_k, base_model=args.model)
     train_args = FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                    max_length=args.max_length, balance_coef=args.balance_coef,
                                    seed=args.seed)
+    recorded = allocation_sets(asdict(alloc), args.experts)
+    train_set = content_set(args.train, "fine-tuning")
+    check_disjoint([train_set], recorded)  # before loading the model
     examples = load_examples_as(args.train, args.format)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    fingerprint = model_fingerprint(model, args.model)
+    check_same_model(alloc.model_fingerprint, fingerprint, args.experts)
+    config = MoEConfig(experts=alloc.experts, rank=args.rank, alpha=args.alpha,
+                       dropout=args.dropout, top_k=args.top_k, base_model=args.model,
+                       adapter_dtype=args.adapter_dtype, base_fingerprint=fingerprint)
     provenance = {"train": args.train, "format": args.format, "experts_file": args.experts,
-                  "scores": alloc.parameters.get("scores")}
+                  "scores": alloc.parameters.get("scores"),
+                  "provenance": [c.to_dict() for c in [*recorded, train_set]]}
     summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,
                            progress=not args.quiet, provenance=provenance)
     for h in summary["history"]:
@@ -137,12 +157,13 @@ def _cmd_finetune(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate_model, evaluation_specs
-    from .io import write_json
+    from .io import check_writable, write_json
     from .models import load_model
 
+    check_writable(args.out)
     specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
                              limit=args.limit, rows=args.slice)
-    model, tokenizer = load_model(args.model, device=None)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.adapter:
         from .moe import load_adapters
 
@@ -153,13 +174,14 @@ def _cmd_eval(args) -> int:
                             ppl=None if args.ppl == "none" else args.ppl,
                             check_against=args.exclude_scores, adapter=args.adapter,
                             generate=args.generate, progress=not args.quiet)
+    result["dtype"], result["device"] = args.dtype, str(next(model.parameters()).device)
     write_json(args.out, result)
     for task, r in [*result["tasks"].items(), ("mean", result["mean"])]:
-        gen = f"   gen_acc {r['gen_acc']:.4f}" if "gen_acc" in r else ""
-        print(f"{task:15s} acc {r['acc']:.4f}   acc_norm {r['acc_norm']:.4f}{gen}"
-              + (f"   n={r['n']}  {r['slice']}" if "n" in r else ""))
+        cells = "   ".join(f"{k} {r[k]:.4f}" for k in ("acc", "acc_norm", "gen_acc") if k in r)
+        print(f"{task:15s} {cells}" + (f"   n={r['n']}  {r['slice']}" if "n" in r else ""))
     if "perplexity" in result:
-        print(f"perplexity {result['perplexity']['perplexity']:.3f} on {args.ppl}")
+        ppl = result["perplexity"]
+        print(f"perplexity {ppl['perplexity']:.3f} on {args.ppl} ({ppl['tokens']} tokens)")
     print(f"wrote {args.out}")
     return 0
 
@@ -179,28 +201,50 @@ def _model_name(args, scores) -> str:
     return name
 
 
-def _cmd_allocate(args) -> int:
-    from .models import load_model
+WEIGHT_METHODS = ("alphapruning", "owl", "alphalora")  # the others need only shapes
 
+
+def _allocation_model(name: str, method: str):
+    """(model, fingerprint): the full model where the method reads weights or activations, else
+    its skeleton from the config, the fingerprint then read from the weight files."""
+    from .fingerprint import fingerprint_from_files, model_fingerprint
+    from .models import load_model, load_skeleton
+
+    if method in WEIGHT_METHODS:
+        model = load_model(name, device="cpu")[0]
+        return model, model_fingerprint(model, name)
+    return load_skeleton(name), fingerprint_from_files(name)
+
+
+def _cmd_allocate(args) -> int:
+    from .data.provenance import content_set
+    from .io import check_writable
+    from .models import load_tokenizer
+
+    check_writable(args.out)
     scores = load_scores(args.scores, args.aggregate) if args.scores else None
     if args.kind == "experts":
-        name = args.model or None
-        model = load_model(name, device="cpu")[0] if name else None
+        model = fingerprint = None
+        if args.model or args.method == "alphalora":
+            model, fingerprint = _allocation_model(_model_name(args, scores), args.method)
         result = allocate_experts(args.method, args.total, beta=args.beta, pattern=args.pattern,
-                                  scores=scores, model=model, model_name=name)
+                                  scores=scores, model=model, model_name=args.model,
+                                  fingerprint=fingerprint)
         result.save(args.out)
         print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
     else:
         name = _model_name(args, scores)
-        model, tokenizer = load_model(name, device="cpu")
-        samples = None
+        model, fingerprint = _allocation_model(name, args.method)
+        samples = calibration_set = None
         if args.method == "owl":
-            samples = calibration_samples(tokenizer, args.calibration, args.nsamples,
+            samples = calibration_samples(load_tokenizer(name), args.calibration, args.nsamples,
                                           args.seqlen, args.seed)
+            calibration_set = content_set(args.calibration, "calibration").to_dict()
         result = allocate_sparsity(
             args.method, args.sparsity, model=model, model_name=name, scores=scores,
             epsilon=args.epsilon, smooth=not args.no_smooth, calibration=samples,
-            owl_m=args.owl_m, owl_lambda=args.owl_lambda,
+            calibration_set=calibration_set, owl_m=args.owl_m, owl_lambda=args.owl_lambda,
+            fingerprint=fingerprint,
         )
         result.save(args.out)
         print(f"sparsity per layer ({result.method}): "
@@ -210,32 +254,48 @@ def _cmd_allocate(args) -> int:
 
 
 def _cmd_prune(args) -> int:
+    from .data.provenance import check_disjoint, content_set
+    from .evaluation.overlap import allocation_sets
+    from .fingerprint import check_same_model, model_fingerprint
+    from .io import check_writable
     from .models import discover_blocks, load_model
     from .pruning.prune import prune_model, save_pruned
 
+    check_writable(args.out)
     alloc = SparsityAllocation.load(args.allocation)
+    recorded = allocation_sets(asdict(alloc), args.allocation)
+    calibration = None
+    if args.pruner != "magnitude":  # refuse leaking calibration data before loading anything
+        calibration_set = content_set(args.calibration, "calibration")
+        check_disjoint([calibration_set], recorded)
+        recorded.append(calibration_set)
+        calibration = {"source": args.calibration, "nsamples": args.nsamples,
+                       "seqlen": args.seqlen, "seed": args.seed}
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, device="cpu")
+    model, tokenizer = load_model(args.model, device="cpu", dtype=args.dtype)
     n_blocks = len(discover_blocks(model))
     if len(alloc.ratios) != n_blocks:
         raise LayerIFError(
             f"{args.allocation} has {len(alloc.ratios)} layer ratios but {args.model} has "
             f"{n_blocks} blocks; allocate for this model."
         )
+    fingerprint = model_fingerprint(model, args.model)
+    check_same_model(alloc.model_fingerprint, fingerprint, args.allocation)
     samples = []
-    calibration = None
-    if args.pruner != "magnitude":
+    if calibration is not None:
         samples = calibration_samples(tokenizer, args.calibration, args.nsamples, args.seqlen,
                                       args.seed)
-        calibration = {"source": args.calibration, "nsamples": args.nsamples,
-                       "seqlen": args.seqlen, "seed": args.seed}
     load_s = time.perf_counter() - start
-    report = prune_model(model, alloc.ratios, args.pruner, samples, device=args.device,
-                         progress=not args.quiet)
+    report = prune_model(model, alloc.ratios, args.pruner, samples,
+                         device=resolve_device(args.device), progress=not args.quiet)
     info = {
         "model": args.model, "pruner": args.pruner, "allocation": asdict(alloc),
         "calibration": calibration, "achieved": report.achieved,
         "global_achieved": _global(report.achieved, model),
+        "dtype": args.dtype, "device": str(resolve_device(args.device)),
+        "model_fingerprint": fingerprint,
+        "pruned_fingerprint": model_fingerprint(model, args.out),
+        "provenance": [c.to_dict() for c in recorded],
         "seconds": {"load": round(load_s, 3), **{k: round(v, 3) for k, v in
                                                  report.seconds.items()}},
     }
@@ -253,12 +313,13 @@ def _global(achieved: dict, model) -> float:
 
 
 def _cmd_recipe(args) -> int:
-    from .io import write_text
-    from .models import discover_blocks, load_model
+    from .io import check_writable, write_text
+    from .models import discover_blocks, load_skeleton
 
+    check_writable(args.out)
     alloc = SparsityAllocation.load(args.allocation)
-    model = load_model(args.model or alloc.model, device="cpu")[0]
-    text = recipe_yaml(alloc, [b.path for b in discover_blocks(model)], args.modifier)
+    skeleton = load_skeleton(args.model or alloc.model)  # block paths from the config only
+    text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier)
     write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

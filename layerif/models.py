@@ -17,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,17 +210,20 @@ def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
     out = _gguf_cache_dir(gguf)
     if (out / "tokenizer.json").exists() and (not need_weights or (out / "config.json").exists()):
         return out
+    _check_gguf_header(gguf)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _gguf_errors(gguf):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tokenizer.save_pretrained(tmp)
         if need_weights:
             from safetensors.torch import save_model
 
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
+            with _gguf_errors(gguf):
+                model = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                )
             # save_pretrained refuses a GGUF-loaded model: drop the quantisation record and write
             # the (tied-weight aware) state dict ourselves.
             if hasattr(model.config, "quantization_config"):
@@ -236,6 +240,32 @@ def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _check_gguf_header(gguf: Path) -> None:
+    with gguf.open("rb") as f:
+        head = f.read(4)
+    if head != GGUF_MAGIC:
+        raise ModelError(f"{gguf}: not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r}); "
+                         "pass a .gguf model file or a Hugging Face model folder.")
+
+
+@contextlib.contextmanager
+def _gguf_errors(gguf: Path) -> Iterator[None]:
+    """transformers/gguf raise many kinds of errors on a damaged file: one clear error instead."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"{gguf}: could not read this GGUF file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); it may be truncated or "
+            "damaged: download it again."
+        ) from exc
 
 
 def _local_or_cached_dir(name: str, need_weights: bool) -> str:
@@ -301,6 +331,7 @@ def load_model(
         dtype = DTYPES[dtype]
 
     source = _local_or_cached_dir(name, need_weights=True)
+    check_causal(load_config(name), name)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
@@ -311,9 +342,67 @@ def load_model(
     return model, tokenizer
 
 
+def load_config(name: str):
+    """The transformers config of a model argument (no weights are read)."""
+    from transformers import AutoConfig
+
+    source = _local_or_cached_dir(name, need_weights=True)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from exc
+
+
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_causal(config, name: str) -> None:
+    """Refuse models that are not decoder-only causal LMs: transformers would load an encoder
+    (BERT, RoBERTa) as its LM-head variant with a randomly initialised head, and influences
+    through a random head mean nothing."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal_type = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    causal_arch = not architectures or any(a.endswith(CAUSAL_SUFFIXES) for a in architectures)
+    if getattr(config, "is_encoder_decoder", False) or not causal_type or not causal_arch:
+        what = ", ".join(architectures) or config.model_type
+        raise ModelError(
+            f"{name} is a {what} (model_type {config.model_type!r}), not a decoder-only causal "
+            "language model; layerif works with causal LMs (architectures ending in "
+            f"{', '.join(CAUSAL_SUFFIXES[:2])}: Llama, Mistral, Qwen2, Gemma, GPT-2, ...)."
+        )
+
+
 def _hub_error(name: str, exc: Exception) -> ModelError:
     return ModelError(
         f"could not load model {name!r}: it is not a built-in name ({', '.join(BUILTIN_MODELS)}), "
         f"a local model folder or a .gguf file, and loading it as a Hugging Face hub id failed "
         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
     )
+
+
+def load_skeleton(name: str) -> nn.Module:
+    """The model built from its config on the `meta` device: its blocks, matrices and parameter
+    counts, with no weight read or allocated (what `allocate` and `export-recipe` need)."""
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(name)
+    check_causal(config, name)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def weight_files(name: str) -> list[Path]:
+    """The safetensors files of a model argument, without loading them (empty if it has none
+    on this machine)."""
+    source = Path(_local_or_cached_dir(name, need_weights=True))
+    if source.is_dir():
+        return sorted(source.glob("*.safetensors"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(str(source), allow_patterns=["*.safetensors", "*.json"])
+    except Exception:  # offline and not cached: the caller falls back to loading the model
+        return []
+    return sorted(Path(folder).glob("*.safetensors"))

@@ -26,7 +26,9 @@ from .data import (
     load_examples_as,
     make_batches,
 )
-from .errors import DataError, OutputError
+from .data.provenance import ContentSet, content_set, overlap
+from .errors import DataError, NonFiniteGradientError, OutputError
+from .fingerprint import model_fingerprint
 from .influence import ESTIMATORS, InfluenceArguments, all_aggregates
 from .influence.aggregate import DEFAULT_AGGREGATE, RENAMED, SIGN_CONVENTION, check_aggregate
 from .influence.base import get_estimator
@@ -67,6 +69,12 @@ class LayerScores:
     influence: np.ndarray = field(repr=False)  # (n_train, n_layers) IF_block(k), input order
     data_format: str = "plain"  # how task specs read: lm-eval gold pairs or "instruct"
     sign_convention: str = SIGN_CONVENTION
+    model_fingerprint: dict = field(default_factory=dict)  # see fingerprint.py
+    zero_gradient_matrices: list[str] = field(default_factory=list)  # contribute 0
+    provenance: list[dict] = field(default_factory=list)  # content sets of train and val
+    device: str = "cpu"
+    dtype: str = "float32"
+    resumed_steps: list[str] = field(default_factory=list, repr=False)  # not saved
 
     @property
     def harmful_share(self) -> float:
@@ -80,6 +88,7 @@ class LayerScores:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("influence")
+        d.pop("resumed_steps")
         return d
 
     def save(self, out_dir: str | Path) -> Path:
@@ -119,9 +128,11 @@ def upgrade_scores_meta(meta: dict) -> dict:
     return meta
 
 
-def _as_examples(data, name: str, data_format: str) -> tuple[list[Example], str]:
+def _as_examples(data, name: str, data_format: str
+                 ) -> tuple[list[Example], str, ContentSet]:
+    role = f"scoring {name}"
     if isinstance(data, (str, Path)):
-        return load_examples_as(str(data), data_format), str(data)
+        return load_examples_as(str(data), data_format), str(data), content_set(str(data), role)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         examples = [
             d if isinstance(d, Example) else example_from_record(d, f"{name}[{i}]")
@@ -129,7 +140,8 @@ def _as_examples(data, name: str, data_format: str) -> tuple[list[Example], str]
         ]
         if not examples:
             raise DataError(f"{name}: no examples given.")
-        return examples, f"<{len(examples)} in-memory examples>"
+        label = f"<{len(examples)} in-memory examples>"
+        return examples, label, content_set(examples, role, label)
     raise DataError(f"{name}: expected a file path, a task spec or a list of examples.")
 
 
@@ -186,9 +198,12 @@ def score_layers(
         raise DataError(f"bootstrap needs at least 1 resample, got {bootstrap}.")
     torch.manual_seed(seed)
 
-    train_examples, train_name = _as_examples(train, "train", data_format)
-    val_examples, val_name = _as_examples(val, "val", data_format)
-    _warn_overlap(train_examples, val_examples)
+    train_examples, train_name, train_set = _as_examples(train, "train", data_format)
+    val_examples, val_name, val_set = _as_examples(val, "val", data_format)
+    shared = overlap(val_set, train_set)
+    if shared:
+        log.warning("%d validation examples share content with the training data (e.g. %s = %s)",
+                    len(shared), *shared[0])
 
     if isinstance(model, str):
         model_name = model
@@ -200,6 +215,7 @@ def score_layers(
         model_name = getattr(model, "name_or_path", type(model).__name__)
         model.eval()
     tokenizer = prepare_tokenizer(tokenizer)
+    fingerprint = model_fingerprint(model, model_name)
 
     blocks = [b for b in discover_blocks(model, args.params) if b.matrices]
     matrices = [m for b in blocks for m in b.matrices]
@@ -229,6 +245,7 @@ def score_layers(
     influence = np.stack(
         [values[:, bounds[i] : bounds[i + 1]].sum(axis=1) for i in range(len(blocks))], axis=1
     )
+    _check_finite(influence, blocks, train_examples)
     aggregates = {k: v.tolist() for k, v in all_aggregates(influence).items()}
     steps.clear()
     return LayerScores(
@@ -252,7 +269,25 @@ def score_layers(
         seconds=round(time.perf_counter() - start, 3),
         influence=influence,
         data_format=data_format,
+        model_fingerprint=fingerprint,
+        zero_gradient_matrices=result.zero_gradient,
+        provenance=[train_set.to_dict(), val_set.to_dict()],
+        device=str(engine.device),
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        resumed_steps=list(steps.resumed),
     )
+
+
+def _check_finite(influence: np.ndarray, blocks, examples: list[Example]) -> None:
+    """Non-finite influences are an error naming layers and examples, never a saved NaN."""
+    bad = ~np.isfinite(influence)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise NonFiniteGradientError(
+            f"non-finite influence at layer(s) {sorted({blocks[c].index for c in cols})[:8]} for "
+            f"{', '.join(examples[r].origin for r in sorted(set(rows))[:5])}; check these "
+            "examples and the model's dtype (fp32 is the safe choice)."
+        )
 
 
 def _choose_mode(args: InfluenceArguments, est, matrices, train_batches) -> str:
@@ -281,13 +316,6 @@ def _fingerprint(model_name, matrices, args, train_enc, val_enc) -> dict:
         "arguments": asdict(args),
         "data": data.hexdigest(),
     }
-
-
-def _warn_overlap(train: list[Example], val: list[Example]) -> None:
-    seen = {(e.text, e.prompt, e.completion) for e in train}
-    shared = sum((e.text, e.prompt, e.completion) in seen for e in val)
-    if shared:
-        log.warning("%d validation examples also appear in the training data", shared)
 
 
 __all__ = ["ESTIMATORS", "LayerScores", "score_layers"]

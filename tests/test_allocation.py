@@ -148,3 +148,44 @@ def test_pl_alpha_hill_recovers_a_known_exponent(alpha):
 def test_tiny_score_spreads_do_not_underflow():
     # (max - S)^2 of 1e-258 underflows to 0; the allocation must still favour the lower score.
     assert layerif_experts([0.0, 1.278446880312706e-258], total=4, beta=2).tolist() == [3, 1]
+
+
+def reference_alpha_hill(W: np.ndarray, bins: int = 100) -> float:
+    """An independent PL_Alpha_Hill: every candidate at once (an N x N table of KS distances)."""
+    eigs = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+    eigs = eigs[eigs > 1e-12 * eigs[-1]]
+    n = len(eigs)
+    counts, edges = np.histogram(np.log10(eigs), bins=bins)
+    candidates = np.flatnonzero(eigs[:-1] <= 1.5 * 10 ** edges[np.argmax(counts)])
+    logs = np.log(eigs)
+    k = n - candidates
+    alphas = 1 + k / (np.array([logs[i:].sum() for i in candidates]) - k * logs[candidates])
+    j = np.arange(n)
+    ratio = np.where(j[None] >= candidates[:, None], eigs[None] / eigs[candidates, None], 1.0)
+    cdf = 1 - ratio ** (1 - alphas[:, None])
+    empirical = (j[None] - candidates[:, None]) / k[:, None]
+    ks = np.where(j[None] >= candidates[:, None], np.abs(cdf - empirical), -np.inf).max(1)
+    return float(alphas[np.argmin(ks)])
+
+
+def test_pl_alpha_hill_on_a_real_smollm2_matrix_and_a_power_law():
+    from safetensors import safe_open
+
+    from layerif.models import weight_files
+
+    (path,) = weight_files("smollm2-135m")
+    with safe_open(str(path), framework="pt") as f:
+        W = f.get_tensor("model.layers.3.mlp.down_proj.weight")
+    got = pl_alpha_hill(W)
+    assert got == pytest.approx(reference_alpha_hill(W.double().numpy()), rel=1e-9)
+    assert 1.5 < got < 10
+    rng = np.random.default_rng(7)
+    eigs = (1 - rng.random(300)) ** (-1 / 2.0)  # Pareto, alpha = 3
+    U, _ = np.linalg.qr(rng.normal(size=(300, 300)))
+    P = (U * np.sqrt(eigs)) @ U.T
+    assert pl_alpha_hill(torch.from_numpy(P)) == pytest.approx(reference_alpha_hill(P), rel=1e-9)
+
+
+def test_pl_alpha_hill_without_a_valid_xmin_names_the_matrix():
+    with pytest.raises(AllocationError, match="q_proj: no xmin up to 1.5 x"):
+        pl_alpha_hill(3 * torch.eye(8), name="q_proj")  # every eigenvalue 9: no tail

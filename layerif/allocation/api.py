@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from ..errors import LayerIFError
+from ..evaluation.overlap import allocation_sets
+from ..fingerprint import check_same_model
 from ..influence.aggregate import check_aggregate
 from ..io import write_json
 from ..models import discover_blocks
@@ -54,6 +56,8 @@ class SparsityAllocation:
     sparsity: float  # the target
     global_sparsity: float  # achieved: sum P_l s_l / sum P_l
     layerif_version: str = __version__
+    model_fingerprint: dict = field(default_factory=dict)  # the weights it was made for
+    provenance: list[dict] = field(default_factory=list)  # content sets behind it
 
     def save(self, path: str | Path) -> Path:
         write_json(path, asdict(self))
@@ -80,6 +84,8 @@ class ExpertAllocation:
     experts: list[int]
     total: int
     layerif_version: str = __version__
+    model_fingerprint: dict = field(default_factory=dict)
+    provenance: list[dict] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         write_json(path, asdict(self))
@@ -142,17 +148,24 @@ def layer_profile(scores: dict, use_abs: bool) -> np.ndarray:
     return values
 
 
-def _check_model_matches(scores: dict, model_name: str | None, n_blocks: int | None) -> None:
-    if model_name is not None and scores.get("model") not in (None, model_name):
-        raise AllocationError(
-            f"{scores['_path']} was computed for model {scores['model']!r}, not {model_name!r}; "
-            "score the model you allocate for."
-        )
+def _check_scores_match(scores: dict, fingerprint: dict | None, n_blocks: int | None) -> None:
+    """Scores made for other weights (by fingerprint), or with another layer count, are refused."""
     if n_blocks is not None and len(scores["scores"]) != n_blocks:
         raise AllocationError(
             f"{scores['_path']} has {len(scores['scores'])} layer scores but the model has "
-            f"{n_blocks} blocks."
+            f"{n_blocks} blocks; score the model you allocate for."
         )
+    if fingerprint:
+        check_same_model(scores.get("model_fingerprint"), fingerprint, scores["_path"])
+
+
+def _scores_lineage(scores: dict | None) -> tuple[dict, list[dict]]:
+    """The fingerprint and content sets an allocation inherits from its scores file."""
+    if scores is None:
+        return {}, []
+    sets = [c.to_dict() for c in allocation_sets({"parameters": {"scores": scores["_path"]}},
+                                                 scores["_path"])]
+    return scores.get("model_fingerprint") or {}, sets
 
 
 def prunable_params(model) -> list[int]:
@@ -169,11 +182,15 @@ def allocate_sparsity(
     epsilon: float | None = None,
     smooth: bool = True,
     calibration: list | None = None,
+    calibration_set: dict | None = None,
     owl_m: float = 5.0,
     owl_lambda: float = 0.08,
+    fingerprint: dict | None = None,
 ) -> SparsityAllocation:
-    """model: a loaded causal LM (parameter counts; weights for alphapruning; calibration for
-    owl). scores: a loaded scores.json (method layerif)."""
+    """model: the causal LM (parameter counts; a `models.load_skeleton` suffices for layerif
+    and uniform; weights for alphapruning; calibration samples for owl, whose content set
+    `calibration_set` is recorded). scores: a loaded scores.json (method layerif).
+    fingerprint: the model's (fingerprint.py); scores made for other weights are refused."""
     if method not in SPARSITY_METHODS:
         raise AllocationError(
             f"unknown method {method!r}; use one of {', '.join(SPARSITY_METHODS)}."
@@ -186,7 +203,7 @@ def allocate_sparsity(
     if method == "layerif":
         if scores is None:
             raise AllocationError("method layerif needs --scores DIR/scores.json.")
-        _check_model_matches(scores, model_name, len(blocks))
+        _check_scores_match(scores, fingerprint, len(blocks))
         eps = 0.2 if epsilon is None else epsilon
         ratios = layerif_sparsity(layer_profile(scores, use_abs=True), sparsity, P, eps,
                                   use_smoothing=smooth)
@@ -208,10 +225,14 @@ def allocate_sparsity(
         ratios = owl_sparsity(D, sparsity, owl_lambda)
         params = {"m": owl_m, "lambda": owl_lambda, "outlier_ratios": D.tolist()}
     Pa = np.asarray(P, dtype=np.float64)
+    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
+    if calibration_set and method == "owl":
+        sets.append(calibration_set)
     return SparsityAllocation(
         method=method, parameters=params, model=model_name or "", layers=[b.index for b in blocks],
         ratios=[float(r) for r in ratios], params_per_layer=P, sparsity=float(sparsity),
         global_sparsity=float((np.asarray(ratios) * Pa).sum() / Pa.sum()),
+        model_fingerprint=fingerprint or inherited, provenance=sets,
     )
 
 
@@ -224,14 +245,17 @@ def allocate_experts(
     scores: dict | None = None,
     model=None,
     model_name: str | None = None,
+    fingerprint: dict | None = None,
 ) -> ExpertAllocation:
+    """model: the causal LM (a skeleton suffices except for alphalora), or None to take the
+    layers from `scores`. fingerprint: the model's; scores made for other weights are refused."""
     if method not in EXPERT_METHODS:
         raise AllocationError(
             f"unknown method {method!r}; use one of {', '.join(EXPERT_METHODS)}."
         )
     blocks = discover_blocks(model) if model is not None else None
     if scores is not None:
-        _check_model_matches(scores, model_name, len(blocks) if blocks else None)
+        _check_scores_match(scores, fingerprint, len(blocks) if blocks else None)
     if blocks is not None:
         layers = [b.index for b in blocks]
     elif scores is not None:
@@ -262,8 +286,12 @@ def allocate_experts(
         alphas = block_alphas(blocks)
         experts = alphalora_experts(alphas, total, beta)
         params = {"beta": beta, "alphas": alphas.tolist()}
+    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
+    if not fingerprint and scores is not None:
+        inherited = scores.get("model_fingerprint") or {}  # the layers came from the scores
     return ExpertAllocation(method, params, model_name or (scores or {}).get("model"), layers,
-                            [int(e) for e in experts], int(total))
+                            [int(e) for e in experts], int(total),
+                            model_fingerprint=fingerprint or inherited, provenance=sets)
 
 
 def recipe_yaml(alloc: SparsityAllocation, block_paths: list[str], modifier: str) -> str:

@@ -35,9 +35,13 @@ def smooth(x: np.ndarray, window: int = 7, polyorder: int = 3) -> np.ndarray:
 def _check_target(sparsity: float, max_ratio: float) -> None:
     if not 0 <= sparsity < 1:
         raise AllocationError(f"sparsity must be in [0, 1), got {sparsity}.")
-    if not sparsity <= max_ratio < 1:
+    if not max_ratio < 1:
+        raise AllocationError(f"the per-layer cap must be below 1, got {max_ratio}.")
+    if sparsity > max_ratio:
         raise AllocationError(
-            f"max_ratio must be in [sparsity, 1), got {max_ratio} for sparsity {sparsity}."
+            f"--sparsity {sparsity} is above the per-layer cap {max_ratio} (no layer is pruned "
+            f"to more than {max_ratio:.0%}, so the global target cannot be met); use --sparsity "
+            f"<= {max_ratio}."
         )
 
 

@@ -1,6 +1,11 @@
-"""Calibration text for pruning: windows of token ids drawn with a fixed seed from any data
-source the scoring engine accepts (default: BoolQ's Wikipedia passages from a slice that the
-examples of the scoring defaults and the evaluation slices do not use)."""
+"""Plain text for pruning calibration and perplexity, and the calibration windows.
+
+The defaults are SciQ's support paragraphs: science prose that no default scoring slice or
+evaluation task reads, split into a calibration part and a held perplexity part (SciQ has no
+repeated paragraph, so the two are disjoint by content; SciQ's own default evaluation slice, its
+last 200 rows, is disjoint from both). BoolQ passages, the earlier default, repeat across rows
+(2,938 passages in 3,270 rows), so no row range of BoolQ is disjoint from the others by content.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,25 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from .records import FILE_SUFFIXES
-from .sources import load_examples
+from .records import FILE_SUFFIXES, load_file
+from .sources import TaskSpec, task_rows
 
-DEFAULT_CALIBRATION = "boolq:validation[1000:2000]"
+DEFAULT_CALIBRATION = "sciq:validation[0:600]"
+DEFAULT_PERPLEXITY = "sciq:validation[600:800]"
+
+
+def source_texts(source: str) -> list[str]:
+    """The texts of a data source, in order: a file's records (text, or prompt + completion);
+    a task's shared context (each passage once, empty ones skipped) where the task has one, else
+    the lm-eval prompt of each row (no answers)."""
+    if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).is_file():
+        return [e.text if e.text is not None else e.prompt + e.completion
+                for e in load_file(source)]
+    task, rows = task_rows(TaskSpec.parse(source))
+    if task.context_field:
+        texts = [row[task.context_field] for _, row in rows]
+        return list(dict.fromkeys(t for t in texts if t and t.strip()))
+    return [task.example(row, origin).prompt for origin, row in rows]
 
 
 def calibration_samples(
@@ -20,15 +40,11 @@ def calibration_samples(
     seed: int = 0,
 ) -> list[torch.Tensor]:
     """`nsamples` random windows of `seqlen` tokens from the concatenated texts of `source`
-    (for task examples their prompt, i.e. the passage and question; no answers)."""
+    (joined with blank lines), their starts drawn by a generator seeded with `seed`."""
     if nsamples < 1 or seqlen < 2:
         raise DataError(f"need nsamples >= 1 and seqlen >= 2, got {nsamples}, {seqlen}.")
-    from_file = Path(source).suffix.lower() in FILE_SUFFIXES
-    texts = [
-        e.text if e.text is not None else (e.prompt + e.completion if from_file else e.prompt)
-        for e in load_examples(source)
-    ]
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenizer("\n\n".join(source_texts(source)), add_special_tokens=False,
+                    verbose=False)["input_ids"]
     if len(ids) <= seqlen:
         raise DataError(
             f"{source}: only {len(ids)} tokens of calibration text, fewer than --seqlen "

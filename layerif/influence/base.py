@@ -8,6 +8,7 @@ one small file: subclass `Estimator`, decorate it with `@register`.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -19,6 +20,7 @@ from ..models import Matrix
 from .checkpoint import StepCache
 from .engine import GradientSource
 
+log = logging.getLogger(__name__)
 MODES = ("auto", "streaming", "cached")
 
 
@@ -56,11 +58,13 @@ class InfluenceArguments:
 
 @dataclass
 class MatrixInfluence:
-    """values: (n_train, n_matrices) float64, columns in `matrices` order."""
+    """values: (n_train, n_matrices) float64, columns in `matrices` order. zero_gradient: the
+    matrices whose gradient is zero for every training example (their column is 0)."""
 
     matrices: list[Matrix]
     values: torch.Tensor
     lambdas: dict[str, float] = field(default_factory=dict)
+    zero_gradient: list[str] = field(default_factory=list)
 
 
 class Estimator(ABC):
@@ -93,6 +97,27 @@ class Estimator(ABC):
             m.name: float(self.args.damping * sq_norms[m.name].double().mean() / m.numel)
             for m in matrices
         }
+
+    @staticmethod
+    def zero_gradient(matrices: list[Matrix], sq_norms: dict[str, torch.Tensor]) -> list[str]:
+        """Matrices whose gradient is zero for every training example, reported now (before the
+        remaining passes). Their lambda_m is 0, so DataInf's c = 0/0: such a matrix contributes
+        exactly 0 instead (g_km = 0 for every k makes -g_km . r_m = 0 whatever r_m is). If every
+        tracked matrix is zero there is nothing to score, which is an error."""
+        zero = [m.name for m in matrices if not bool((sq_norms[m.name] > 0).any())]
+        cause = ("each example's counted tokens are predicted from its first position only, so "
+                 "attention queries and keys get no gradient: give longer examples (a longer "
+                 "completion, or a larger --max-length)")
+        if zero and len(zero) == len(matrices):
+            raise EstimatorError(
+                f"every one of the {len(matrices)} tracked matrices has a zero gradient for every "
+                f"training example, so every influence would be 0/0; likely {cause}.")
+        if zero:
+            log.warning(
+                "%d of %d matrices have a zero gradient for every training example (%s%s); they "
+                "contribute 0 to their layer's influence. Likely %s.", len(zero), len(matrices),
+                ", ".join(zero[:3]), ", ..." if len(zero) > 3 else "", cause)
+        return zero
 
 
 ESTIMATORS: dict[str, type[Estimator]] = {}

@@ -33,13 +33,17 @@ class Exact(Estimator):
     def influence(self, matrices, train, val) -> MatrixInfluence:
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         G = train.per_example(lambda m, g: g.dense.flatten(1), "per-example gradients")
-        columns, lambdas = [], {}
+        sq_norms = {name: g.double().square().sum(1) for name, g in G.items()}
+        lambdas = self.lambdas(matrices, sq_norms)
+        zero = self.zero_gradient(matrices, sq_norms)
+        columns = []
         for m in matrices:
             Gm = G.pop(m.name).double()  # (n, d_m)
-            lam = float(self.args.damping * Gm.square().sum(1).mean() / m.numel)
+            if m.name in zero:  # H = 0 is singular; the influence through m is exactly 0
+                columns.append(torch.zeros(train.n, dtype=torch.float64, device=Gm.device))
+                continue
             H = Gm.T @ Gm / train.n
-            H.diagonal().add_(lam)
+            H.diagonal().add_(lambdas[m.name])
             r = torch.linalg.solve(H, v[m.name].double().flatten())
             columns.append(-(Gm @ r))
-            lambdas[m.name] = lam
-        return MatrixInfluence(matrices, torch.stack(columns, dim=1).cpu(), lambdas)
+        return MatrixInfluence(matrices, torch.stack(columns, dim=1).cpu(), lambdas, zero)

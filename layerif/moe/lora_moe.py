@@ -27,8 +27,16 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 class LoRAMoELinear(nn.Module):
+    """A frozen base linear plus E LoRA experts and a router, on the base layer's device.
+
+    The adapters and the router are kept in `dtype` (fp32 by default, whatever the base's
+    dtype): inputs are cast up for them and their update cast back to the base output's dtype.
+    Initial values are drawn on the CPU from `generator` (seeded by the caller), so a seed gives
+    the same adapters on any device and in any process."""
+
     def __init__(self, base: nn.Module, n_experts: int, rank: int = 8, alpha: float = 16,
-                 dropout: float = 0.05, top_k: int | None = None):
+                 dropout: float = 0.05, top_k: int | None = None,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
         super().__init__()
         if n_experts < 1 or rank < 1:
             raise ValueError("need n_experts >= 1 and rank >= 1")
@@ -37,9 +45,20 @@ class LoRAMoELinear(nn.Module):
         d_in, d_out = (base.weight.shape[::-1] if not self.transposed else base.weight.shape)
         self.n_experts, self.rank, self.scaling = n_experts, rank, alpha / rank
         self.top_k = min(2 if top_k is None else top_k, n_experts)
-        self.lora_A = nn.Parameter(torch.randn(n_experts, rank, d_in) / rank)
-        self.lora_B = nn.Parameter(torch.zeros(n_experts, d_out, rank))
-        self.router = nn.Linear(d_in, n_experts, bias=False) if n_experts > 1 else None
+        device = base.weight.device
+
+        def draw(shape, scale: float, uniform: bool = False) -> nn.Parameter:
+            t = torch.empty(shape, dtype=torch.float32)
+            t = t.uniform_(-scale, scale, generator=generator) if uniform else \
+                t.normal_(0.0, scale, generator=generator)
+            return nn.Parameter(t.to(device=device, dtype=dtype))
+
+        self.lora_A = draw((n_experts, rank, d_in), 1.0 / rank)
+        self.lora_B = nn.Parameter(torch.zeros(n_experts, d_out, rank, device=device, dtype=dtype))
+        self.router = None
+        if n_experts > 1:  # nn.Linear's default init, U(-1/sqrt(d_in), 1/sqrt(d_in)), seeded
+            self.router = nn.Linear(d_in, n_experts, bias=False, device="meta")
+            self.router.weight = draw((n_experts, d_in), d_in ** -0.5, uniform=True)
         self.dropout = nn.Dropout(dropout)
         self.aux_loss = torch.zeros(())
 
@@ -57,14 +76,15 @@ class LoRAMoELinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        gates = self.routing(x)  # (..., E)
+        xa = x.to(self.lora_A.dtype)
+        gates = self.routing(xa)  # (..., E)
         E, r, d_in = self.lora_A.shape
         # Two GEMMs over the stacked experts: x -> (..., E*r) -> gate -> (..., d_out). (A
         # three-operand einsum here materialised a (tokens, E, d_out, r) tensor: ~10x slower.)
-        z = (self.dropout(x) @ self.lora_A.reshape(E * r, d_in).T).unflatten(-1, (E, r))
+        z = (self.dropout(xa) @ self.lora_A.reshape(E * r, d_in).T).unflatten(-1, (E, r))
         zg = (z * gates.unsqueeze(-1)).flatten(-2)
         update = zg @ self.lora_B.permute(0, 2, 1).reshape(E * r, -1)
-        return y + self.scaling * update
+        return y + (self.scaling * update).to(y.dtype)
 
 
 @dataclass
@@ -76,11 +96,18 @@ class MoEConfig:
     top_k: int = 2
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     base_model: str = ""
+    adapter_dtype: str = "float32"  # adapters and routers train in this dtype
+    base_fingerprint: dict = field(default_factory=dict)  # the weights they were trained on
 
 
-def apply_lora_moe(model: nn.Module, config: MoEConfig) -> list[str]:
+def apply_lora_moe(model: nn.Module, config: MoEConfig, seed: int = 0) -> list[str]:
     """Replace every targeted matrix of layer l by a LoRAMoELinear with config.experts[l]
-    experts; freeze everything else. Returns the adapted module names."""
+    experts, initialised from one generator seeded with `seed` (modules in model order); freeze
+    everything else. Returns the adapted module names."""
+    from ..models import DTYPES
+
+    generator = torch.Generator().manual_seed(seed)
+    dtype = DTYPES[config.adapter_dtype]
     blocks = discover_blocks(model)
     if len(config.experts) != len(blocks):
         raise LayerIFError(
@@ -98,7 +125,7 @@ def apply_lora_moe(model: nn.Module, config: MoEConfig) -> list[str]:
             parent = model.get_submodule(parent_name)
             setattr(parent, attr, LoRAMoELinear(m.module, config.experts[block.index],
                                                 config.rank, config.alpha, config.dropout,
-                                                config.top_k))
+                                                config.top_k, generator, dtype))
             adapted.append(m.name)
     if not adapted:
         raise LayerIFError(f"no matrix matched targets {config.targets}.")
@@ -130,8 +157,13 @@ def save_adapters(model: nn.Module, config: MoEConfig, out_dir: str | Path) -> P
 def load_adapters(model: nn.Module, adapter_dir: str | Path) -> MoEConfig:
     from safetensors.torch import load_file
 
+    from ..fingerprint import check_same_model, model_fingerprint
+
     adapter_dir = Path(adapter_dir)
     config = MoEConfig(**json.loads((adapter_dir / ADAPTER_CONFIG).read_text()))
+    if config.base_fingerprint:
+        check_same_model(config.base_fingerprint, model_fingerprint(model, "the base model"),
+                         str(adapter_dir))
     apply_lora_moe(model, config)
     state = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
     missing = set(adapter_state(model)) - set(state)

@@ -61,7 +61,7 @@ def sparsegpt_prune(
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         score = W1**2 / torch.diag(Hinv1)[None, :] ** 2
-        mask = torch.zeros(W1.shape, dtype=torch.bool)
+        mask = torch.zeros(W1.shape, dtype=torch.bool, device=W1.device)
         k = _count(score.numel(), ratio)
         if k:
             mask.view(-1)[score.flatten().topk(k, largest=False).indices] = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -65,18 +63,14 @@ def plot_expert_allocations(
 
 
 def _save_figure(fig, path: str | Path) -> Path:
-    """Write a PNG atomically (temp file + rename) and close the figure."""
+    """Write a PNG atomically (io's temp file + rename) and close the figure."""
     import matplotlib.pyplot as plt
 
+    from ..io import _write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        _write_atomic(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -1,0 +1,71 @@
+"""`evaluate_model`: zero-shot accuracy, generative accuracy and perplexity of a model, refusing
+evaluation data that shares content with the data that shaped the model."""
+
+from __future__ import annotations
+
+import time
+
+from .. import __version__
+from ..data import TaskSpec, load_rows
+from ..data.calibration import DEFAULT_PERPLEXITY, source_texts
+from ..data.provenance import check_disjoint, content_set
+from .generation import evaluate_generation
+from .harness import evaluate_multiple_choice
+from .overlap import recorded_sets
+from .perplexity import perplexity
+
+PRUNING_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
+                 "openbookqa")
+DEFAULT_PPL = DEFAULT_PERPLEXITY
+
+
+def evaluation_specs(tasks: list[str], limit: int | None = 200, rows: str | None = None
+                     ) -> list[TaskSpec]:
+    """One validation slice per task: `rows` ("a:b") for all, else the last `limit` rows (the
+    end of each split, away from the slices scoring and calibration default to)."""
+    specs = []
+    for task in tasks:
+        if rows is not None:
+            specs.append(TaskSpec.parse(f"{task}:validation[{rows}]"))
+            continue
+        n = len(load_rows(TaskSpec(task)))
+        start = max(0, n - limit) if limit else 0
+        specs.append(TaskSpec(task, "validation", start, n))
+    return specs
+
+
+def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str = "",
+                   batch_size: int = 8, ppl: str | None = DEFAULT_PPL,
+                   check_against: list[str] = (), adapter: str | None = None,
+                   multiple_choice: bool = True, generate: bool = False,
+                   progress: bool = True) -> dict:
+    """Log-likelihood multiple-choice accuracy (lm-eval's own tasks; `multiple_choice`),
+    generative accuracy (`generate`: the instruction format, greedy decoding) and perplexity on
+    `ppl`, for `specs`. Before any model pass, refuses evaluation or perplexity data sharing
+    content with the sets recorded by `model_name` (a pruned folder's pruning.json), `adapter`
+    (its training.json) or the scores files `check_against`."""
+    if not (multiple_choice or generate):
+        raise ValueError("nothing to evaluate: enable multiple_choice or generate.")
+    start = time.perf_counter()
+    new = [content_set(str(s), "evaluation") for s in specs]
+    if ppl:
+        new.append(content_set(ppl, "perplexity"))
+    check_disjoint(new, recorded_sets(model_name or None, list(check_against), adapter))
+    result = {"layerif_version": __version__, "model": model_name, "adapter": adapter,
+              "tasks": {s.task: {} for s in specs}, "mean": {},
+              "provenance": [s.to_dict() for s in new]}
+    parts = []
+    if multiple_choice:
+        parts.append(evaluate_multiple_choice(model, tokenizer, specs, batch_size))
+    if generate:
+        parts.append(evaluate_generation(model, tokenizer, specs, batch_size=batch_size,
+                                         progress=progress))
+    for part in parts:
+        for task, metrics in part["tasks"].items():
+            result["tasks"][task].update(metrics)
+        result["mean"].update(part["mean"])
+    if ppl:
+        result["perplexity"] = {"source": ppl, **perplexity(model, tokenizer,
+                                                            "\n\n".join(source_texts(ppl)))}
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
