@@ -32,11 +32,22 @@ def run(*args):
     return main([str(a) for a in args])
 
 
-def write_scores(path, model, scores):
+def write_scores(path, model, scores, fingerprint=None):
     path.mkdir(parents=True, exist_ok=True)
     (path / "scores.json").write_text(json.dumps({"model": str(model), "layers": list(
-        range(len(scores))), "scores": scores, "aggregate": "net"}))
+        range(len(scores))), "scores": scores, "aggregate": "net",
+        "model_fingerprint": fingerprint or {}}))
     return path
+
+
+@pytest.fixture(scope="module")
+def other_weights(tokenizer):
+    """The fingerprint of a model with tiny_dir's config but other weights."""
+    from conftest import build_tiny_model
+
+    from layerif.fingerprint import model_fingerprint
+
+    return model_fingerprint(build_tiny_model("llama", len(tokenizer), seed=1), "other/model")
 
 
 def test_outlier_ratio_by_hand():
@@ -106,7 +117,11 @@ def test_experts_command(tiny_dir, tmp_path):
         (["allocate", "sparsity", "--method", "uniform", "--sparsity", "1.2"],
          r"sparsity must be in [0, 1)"),
         (["allocate", "sparsity", "--method", "layerif", "--sparsity", "0.5",
-          "--scores", "{other}"], "was computed for model 'another/model'"),
+          "--scores", "{other}"], "was made for other/model (fingerprint"),
+        (["allocate", "experts", "--method", "layerif", "--total", "8",
+          "--scores", "{other}"], "not for {tiny} (fingerprint"),
+        (["allocate", "experts", "--method", "layerif", "--total", "8",
+          "--scores", "{three}"], "has 3 layer scores but the model has 2 blocks"),
         (["allocate", "sparsity", "--method", "layerif", "--sparsity", "0.5",
           "--scores", "{three}"], "has 3 layer scores but the model has 2 blocks"),
         (["allocate", "experts", "--method", "uniform", "--total", "1"],
@@ -120,9 +135,9 @@ def test_experts_command(tiny_dir, tmp_path):
          "has 3 layer ratios but"),
     ],
 )
-def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys):
+def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys, other_weights):
     paths = {
-        "other": write_scores(tmp_path / "o", "another/model", [1.0, 2.0]),
+        "other": write_scores(tmp_path / "o", "other/model", [1.0, 2.0], other_weights),
         "three": write_scores(tmp_path / "t", tiny_dir, [1.0, 2.0, 3.0]),
         "two": write_scores(tmp_path / "w", tiny_dir, [1.0, 2.0]),
         "bad_alloc": tmp_path / "bad.json",
@@ -135,6 +150,7 @@ def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(*argv, "--model", tiny_dir, "--out", out) == 2
     err = capsys.readouterr().err
+    message = message.format(tiny=tiny_dir)
     assert "error: " in err and message in err and "Traceback" not in err
     assert not out.exists()
 
@@ -169,11 +185,12 @@ def test_finetune_and_evaluate_an_adapter(tiny_dir, tmp_path, capsys):
                "--slice", "8:12", "--generate", "--ppl", "none", "--quiet",
                "--out", results) == 0
     mrpc = json.loads(results.read_text())["tasks"]["mrpc"]
-    assert mrpc["n"] == 4 and {"acc", "acc_norm", "gen_acc", "gen_unanswered"} <= set(mrpc)
+    # lm-eval's mrpc task defines acc and f1 (no acc_norm)
+    assert mrpc["n"] == 4 and {"acc", "f1", "gen_acc", "gen_unanswered"} <= set(mrpc)
     assert len(mrpc["generations"]) == 4
     assert run("eval", "--model", tiny_dir, "--adapter", adapter, "--tasks", "mrpc",
                "--slice", "4:12", "--ppl", "none", "--out", tmp_path / "x.json") == 2
-    assert "overlaps the fine-tuning" in capsys.readouterr().err
+    assert "shares content with the fine-tuning set mrpc:validation[0:8]" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 

@@ -90,21 +90,100 @@ def test_default_slices_are_the_end_of_each_split():
 
 
 def test_overlapping_slices_are_refused(tmp_path, tiny_models, tokenizer):
+    """Files from before provenance was embedded name their data: the sets are rebuilt."""
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps({"train": "rte:validation[0:100]",
                                   "val": "rte:validation[100:120]", "scores": [], "layers": []}))
     model = tiny_models("llama")
-    with pytest.raises(DataError, match=r"overlaps the scoring val .* rows \[110:120\]"):
+    with pytest.raises(DataError, match=r"shares content with the scoring val set "
+                       r"rte:validation\[100:120\] .*: 10 of its 20 examples"):
         evaluate_model(model, tokenizer, [TaskSpec.parse("rte:validation[110:130]")], ppl=None,
                        check_against=[str(scores)])
     pruned = tmp_path / "pruned"
     pruned.mkdir()
     (pruned / "pruning.json").write_text(json.dumps({
-        "calibration": {"source": "boolq:validation[1000:2000]"},
+        "calibration": {"source": "sciq:validation[0:100]"},
         "allocation": {"parameters": {"scores": str(scores)}}}))
-    with pytest.raises(DataError, match="overlaps the calibration"):
-        evaluate_model(model, tokenizer, [TaskSpec.parse("boolq:validation[1900:1950]")],
+    with pytest.raises(DataError, match="shares content with the calibration set"):
+        evaluate_model(model, tokenizer, [TaskSpec.parse("sciq:validation[90:95]")],
                        model_name=str(pruned), ppl=None)
-    with pytest.raises(DataError, match="overlaps the scoring train"):
+    with pytest.raises(DataError, match="shares content with the scoring train"):
         evaluate_model(model, tokenizer, [TaskSpec.parse("rte:validation[50:60]")],
                        model_name=str(pruned), ppl=None)
+
+
+def test_a_shared_passage_in_another_row_is_refused(tmp_path, tiny_models, tokenizer):
+    """BoolQ rows 39 and 126 ask different questions about one passage: row ranges that do not
+    overlap still leak it."""
+    rows = load_rows(TaskSpec("boolq"))
+    assert rows[39]["passage"] == rows[126]["passage"] and rows[39]["question"] != rows[126][
+        "question"]
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "pruning.json").write_text(json.dumps({
+        "calibration": {"source": "boolq:validation[100:130]"}}))
+    with pytest.raises(DataError, match=r"boolq:validation\[39\] = boolq:validation\[126\]"):
+        evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("boolq:validation[30:50]")],
+                       model_name=str(pruned), ppl=None)
+
+
+@pytest.mark.parametrize("record", ["passage", "pair", "prompt"])
+def test_a_file_holding_an_evaluation_example_is_refused(record, tmp_path, tiny_models, tokenizer):
+    task = get_task("boolq")
+    row = load_rows(TaskSpec("boolq"))[7]
+    example = task.example(row, "x")
+    text = {"passage": {"text": "  " + row["passage"].upper() + "\n"},  # case and spaces fold
+            "pair": {"text": example.prompt + example.completion},
+            "prompt": {"prompt": example.prompt, "completion": " maybe"}}[record]
+    data = tmp_path / "calib.jsonl"
+    data.write_text(json.dumps({"text": "An unrelated sentence."}) + "\n" + json.dumps(text) + "\n")
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "pruning.json").write_text(json.dumps({"calibration": {"source": str(data)}}))
+    with pytest.raises(DataError, match=rf"boolq:validation\[7\] = {data}:2"):
+        evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("boolq:validation[0:10]")],
+                       model_name=str(pruned), ppl=None)
+    with pytest.raises(DataError, match=rf"perplexity set {data} shares content"):  # ppl too
+        evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("rte:validation[0:2]")],
+                       ppl=str(data), check_against=[str(_scores_of(tmp_path, "boolq:validation[0:10]"))])
+
+
+def _scores_of(tmp_path, train: str):
+    path = tmp_path / "s" / "scores.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"train": train, "val": "rte:validation[200:210]", "scores": [],
+                                "layers": []}))
+    return path
+
+
+def test_a_missing_recorded_file_is_an_error(tmp_path, tiny_models, tokenizer):
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "pruning.json").write_text(json.dumps({
+        "allocation": {"parameters": {"scores": str(tmp_path / "gone" / "scores.json")}}}))
+    spec = [TaskSpec.parse("rte:validation[0:4]")]
+    with pytest.raises(DataError, match=r"gone/scores.json, which does not exist; restore it"):
+        evaluate_model(tiny_models("llama"), tokenizer, spec, model_name=str(pruned), ppl=None)
+    with pytest.raises(DataError, match="missing.json, which does not exist"):
+        evaluate_model(tiny_models("llama"), tokenizer, spec, ppl=None,
+                       check_against=[str(tmp_path / "missing.json")])
+
+
+def test_the_defaults_are_disjoint_by_content():
+    """Default calibration and perplexity text, the evaluation defaults (the last 200 rows of
+    every task) and the README pipeline's scoring slices share no content. (BoolQ's first rows
+    would not do: rows 9, 35 and 46 share passages with the last 200.)"""
+    from layerif.data import TASKS
+    from layerif.data.calibration import DEFAULT_CALIBRATION, DEFAULT_PERPLEXITY
+    from layerif.data.provenance import check_disjoint, content_set
+
+    recorded = [content_set("boolq:validation[256:320]", "scoring train"),
+                content_set("boolq:validation[320:336]", "scoring val"),
+                content_set("mrpc:validation[64:80]", "scoring val"),
+                content_set(DEFAULT_CALIBRATION, "calibration")]
+    new = [content_set(str(s), "evaluation") for s in evaluation_specs(sorted(TASKS))]
+    new.append(content_set(DEFAULT_PERPLEXITY, "perplexity"))
+    check_disjoint(new, recorded)  # raises on any shared content
+    with pytest.raises(DataError):  # while the old defaults shared BoolQ passages
+        check_disjoint([content_set("boolq:validation[3070:3270]", "evaluation")],
+                       [content_set("boolq:validation[1000:2000]", "calibration")])

@@ -45,7 +45,9 @@ def test_lettered_gold_matches_the_option_text():
     rows = load_rows(TaskSpec("commonsense_qa")).select(range(20))
     for row, it in zip(rows, load_instruct("commonsense_qa:validation[0:20]"), strict=True):
         mc = task.multiple_choice(row, "x")
-        assert f"\n{it.answer}. {mc.continuations[mc.gold].strip()}\n" in it.prompt
+        assert mc.continuations[mc.gold] == f" {it.answer}"  # lm-eval's letters
+        gold_text = row["choices"]["text"][mc.gold]
+        assert f"\n{it.answer}. {gold_text}\n" in it.prompt
     # SciQ stores the right answer last: the listed order must not give it away.
     sciq = load_instruct("sciq:validation[0:60]")
     assert len({it.answer for it in sciq}) == 4
@@ -111,7 +113,8 @@ def test_finetuning_slice_is_refused_for_evaluation(tmp_path, tiny_models, token
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "training.json").write_text(json.dumps({"train": "mrpc:validation[0:100]"}))
-    with pytest.raises(DataError, match=r"overlaps the fine-tuning .* rows \[90:100\]"):
+    with pytest.raises(DataError, match=r"evaluation set mrpc:validation\[90:110\] shares content "
+                       r"with the fine-tuning set mrpc:validation\[0:100\] .*: 10 of its 20 "):
         evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("mrpc:validation[90:110]")],
                        ppl=None, adapter=str(adapter), generate=True)
 

@@ -59,8 +59,8 @@ def write_task(spec: TaskSpec, folder: Path) -> tuple[str, int]:
 
 def evaluate_multiple_choice(model, tokenizer, specs: list[TaskSpec], batch_size: int = 8,
                              ) -> dict:
-    """{"tasks": {task: {acc, acc_stderr, [acc_norm, acc_norm_stderr], n, slice}},
-    "mean": {acc, [acc_norm over the tasks that define it]}}"""
+    """{"tasks": {task: {acc, acc_stderr, and every other metric the task defines (acc_norm,
+    f1, ...), n, slice}}, "mean": {acc, [acc_norm over the tasks that define it]}}"""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -80,10 +80,10 @@ def evaluate_multiple_choice(model, tokenizer, specs: list[TaskSpec], batch_size
         name, n = names[spec.task]
         r = out["results"][name]
         tasks[spec.task] = {"slice": str(spec), "n": n}
-        for k in METRICS:
-            if f"{k},none" in r:
-                tasks[spec.task][k] = float(r[f"{k},none"])
-                tasks[spec.task][f"{k}_stderr"] = float(r[f"{k}_stderr,none"])
+        for key, value in r.items():  # every metric the task defines ("acc,none" -> "acc")
+            metric, _, filt = key.partition(",")
+            if filt == "none" and isinstance(value, (int, float)):
+                tasks[spec.task][metric] = float(value)
     mean = {}
     for k in METRICS:
         values = [t[k] for t in tasks.values() if k in t]
