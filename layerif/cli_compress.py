@@ -26,7 +26,8 @@ def add_commands(sub) -> dict:
     kinds = alloc.add_subparsers(dest="kind", required=True)
 
     sp = kinds.add_parser("sparsity", help="per-layer sparsity ratios (alloc.json)")
-    sp.add_argument("--method", required=True, choices=SPARSITY_METHODS)
+    sp.add_argument("--method", required=True, choices=SPARSITY_METHODS,
+                    help="how ratios are allocated across layers")
     sp.add_argument("--sparsity", type=float, required=True, help="global target in [0, 1)")
     sp.add_argument("--epsilon", type=float, default=None,
                     help="ratios span [1-eps, 1+eps] x target (default 0.2; alphapruning 0.3)")
@@ -35,26 +36,31 @@ def add_commands(sub) -> dict:
     sp.add_argument("--model", help="model (default: the one named in --scores)")
     sp.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay (Appendix E)")
     _calibration_args(sp)
-    sp.add_argument("--owl-m", type=float, default=5.0)
-    sp.add_argument("--owl-lambda", type=float, default=0.08)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--owl-m", type=float, default=5.0,
+                    help="OWL: an outlier exceeds M x the mean Wanda score (default 5)")
+    sp.add_argument("--owl-lambda", type=float, default=0.08,
+                    help="OWL: ratios spread over [-lambda, +lambda] (default 0.08)")
+    sp.add_argument("--out", required=True, help="alloc.json to write")
 
     ex = kinds.add_parser("experts", help="per-layer LoRA expert counts (experts.json)")
-    ex.add_argument("--method", required=True, choices=EXPERT_METHODS)
+    ex.add_argument("--method", required=True, choices=EXPERT_METHODS,
+                    help="how experts are allocated across layers")
     ex.add_argument("--total", type=int,
                     help="total experts T (>= layers); mola's pattern fixes its own")
-    ex.add_argument("--beta", type=float, default=2.0)
+    ex.add_argument("--beta", type=float, default=2.0,
+                    help="exponent of the score (or alpha) weighting (default 2)")
     ex.add_argument("--pattern", default="2468",
                     help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")
-    ex.add_argument("--scores")
+    ex.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
     add_aggregate(ex, None, "which saved aggregate to use (default: the file's `scores`)")
-    ex.add_argument("--model")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--model", help="the model (default: the layers of --scores)")
+    ex.add_argument("--out", required=True, help="experts.json to write")
 
     pr = sub.add_parser("prune", help="prune a model with an allocation (HF folder + pruning.json)")
-    pr.add_argument("--model", required=True)
+    pr.add_argument("--model", required=True, help="the model to prune (name, folder, .gguf)")
     pr.add_argument("--allocation", required=True, help="alloc.json")
-    pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"))
+    pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"),
+                    help="how weights are chosen within a layer")
     _calibration_args(pr)
     add_device_dtype(pr, "where each block is pruned (the model waits on the CPU)")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -63,7 +69,8 @@ def add_commands(sub) -> dict:
     ev = sub.add_parser("eval", help="zero-shot accuracy (lm-evaluation-harness) and perplexity")
     ev.add_argument("--model", required=True, help="model name, folder (e.g. a pruned DIR)")
     ev.add_argument("--tasks", default="boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,"
-                    "openbookqa")
+                    "openbookqa", help="comma-separated built-in tasks (default: the seven "
+                    "pruning tasks)")
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--limit", type=int, default=200,
                        help="the last N validation rows of each task (default 200)")
@@ -74,7 +81,7 @@ def add_commands(sub) -> dict:
                     "calibration and evaluation data)")
     ev.add_argument("--exclude-scores", action="append", default=[],
                     help="scores.json whose train/val slices must not be evaluated on")
-    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
     ev.add_argument("--adapter", help="a LoRA-MoE adapter folder from `layerif finetune-moe`")
     ev.add_argument("--generate", action="store_true",
                     help="add generative accuracy (instruction format, greedy decoding, the "
@@ -84,22 +91,23 @@ def add_commands(sub) -> dict:
     ev.add_argument("--out", required=True, help="results.json")
 
     ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
-    ft.add_argument("--model", required=True)
+    ft.add_argument("--model", required=True, help="the base model (name, folder, .gguf)")
     ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
     ft.add_argument("--train", required=True,
                     help="a file (text or prompt/completion records) or a task spec")
     ft.add_argument("--format", default="instruct", choices=DATA_FORMATS,
                     help="how a task spec reads: the paper's instruction format with answers "
                     "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
-    ft.add_argument("--epochs", type=int, default=3)
-    ft.add_argument("--lr", type=float, default=3e-4)
-    ft.add_argument("--batch-size", type=int, default=4)
-    ft.add_argument("--max-length", type=int, default=256)
-    ft.add_argument("--rank", type=int, default=8)
-    ft.add_argument("--alpha", type=float, default=16)
-    ft.add_argument("--dropout", type=float, default=0.05)
-    ft.add_argument("--top-k", type=int, default=2)
-    ft.add_argument("--balance-coef", type=float, default=0.001)
+    ft.add_argument("--epochs", type=int, default=3, help="passes over the data (default 3)")
+    ft.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    ft.add_argument("--batch-size", type=int, default=4, help="examples per step (default 4)")
+    ft.add_argument("--max-length", type=int, default=256, help="token cutoff (default 256)")
+    ft.add_argument("--rank", type=int, default=8, help="LoRA rank of every expert (default 8)")
+    ft.add_argument("--alpha", type=float, default=16, help="LoRA alpha (default 16)")
+    ft.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    ft.add_argument("--top-k", type=int, default=2, help="experts routed per token (default 2)")
+    ft.add_argument("--balance-coef", type=float, default=0.001,
+                    help="weight of the load-balancing loss (default 0.001)")
     ft.add_argument("--seed", type=int, default=0,
                     help="fixes the adapters' initial values, the data order and dropout")
     add_device_dtype(ft)
@@ -110,9 +118,10 @@ def add_commands(sub) -> dict:
     ft.add_argument("--out", required=True, help="adapter folder")
 
     rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
-    rc.add_argument("--allocation", required=True)
+    rc.add_argument("--allocation", required=True, help="alloc.json from `allocate sparsity`")
     rc.add_argument("--model", help="model (default: the allocation's)")
-    rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"))
+    rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"),
+                    help="llm-compressor modifier (default sparsegpt)")
     rc.add_argument("--out", required=True, help="recipe.yaml")
     return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe,
             "eval": _cmd_eval, "finetune-moe": _cmd_finetune}
@@ -189,9 +198,9 @@ def _cmd_eval(args) -> int:
 def _calibration_args(p) -> None:
     p.add_argument("--calibration", default=DEFAULT_CALIBRATION,
                    help=f"calibration text: a file or task spec (default {DEFAULT_CALIBRATION})")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")
 
 
 def _model_name(args, scores) -> str:
