@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 
 import numpy as np
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
+        os.environ["TQDM_DISABLE"] = "1"  # bars of libraries that take tqdm's defaults
     try:
         return COMMANDS[args.command](args)
     except LayerIFError as exc:

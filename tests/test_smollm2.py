@@ -33,15 +33,25 @@ def test_smollm2_scores_with_packaged_examples(tmp_path, smollm2):
 
 @pytest.mark.slow
 def test_acceptance_command(tmp_path):
-    """The issue's acceptance command, through the installed `layerif` script."""
+    """The acceptance commands, through the installed `layerif` script: the default aggregate
+    (helpful) gives a non-flat profile with its stability, and an allocation from it with no
+    --aggregate flag is not uniform."""
     out = tmp_path / "x"
     cmd = [sys.executable, "-m", "layerif.cli", "score", "--model", "smollm2-135m",
            "--train", "boolq:validation[0:64]", "--val", "boolq:validation[64:80]",
            "--out", str(out), "--quiet"]
-    subprocess.run(cmd, check=True)
+    printed = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     meta = json.loads((out / "scores.json").read_text())
-    assert len(meta["layers"]) == 30 and len(meta["scores"]) == 30
+    assert len(meta["layers"]) == 30 and meta["aggregate"] == "helpful"
     assert np.load(out / "influence.npy").shape == (64, 30)
+    assert np.ptp(meta["scores"]) > 0 and max(meta["scores"]) < 0
+    assert "layer ranking" in printed and "resamples of the 64 training examples" in printed
+    alloc = tmp_path / "a.json"
+    subprocess.run([sys.executable, "-m", "layerif.cli", "allocate", "sparsity", "--method",
+                    "layerif", "--sparsity", "0.5", "--scores", str(out), "--out", str(alloc)],
+                   check=True, capture_output=True)
+    ratios = json.loads(alloc.read_text())["ratios"]
+    assert max(ratios) - min(ratios) > 0.1
 
 
 @pytest.mark.slow
@@ -53,3 +63,6 @@ def test_demo(tmp_path):
     assert -1 <= result.spearman <= 1
     for task in ("boolq", "arc_easy"):
         assert (tmp_path / "demo" / task / "influence.npy").exists()
+        scores = result.results[task]
+        assert scores.aggregate == "helpful" and np.ptp(scores.scores) > 0
+        assert scores.profile_stability.median_spearman is not None

@@ -11,6 +11,7 @@ its definition lists (acc for all; acc_norm where lm-eval defines it).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def evaluate_multiple_choice(model, tokenizer, specs: list[TaskSpec], batch_size
     with tempfile.TemporaryDirectory(prefix="layerif-lmeval-") as tmp:
         folder = Path(tmp)
         names = {spec.task: write_task(spec, folder) for spec in specs}
+        # lm-eval warns that an in-memory model is not a string and that the included tasks
+        # leave aggregation to its defaults: true, and nothing a user can act on.
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         out = simple_evaluate(model=lm, tasks=[n for n, _ in names.values()],
                               task_manager=TaskManager(include_path=str(folder),
