@@ -3,7 +3,7 @@
     import layerif
     result = layerif.score_layers("smollm2-135m", "boolq:validation[0:64]",
                                   "boolq:validation[64:80]")
-    result.scores        # one score per decoder block (aggregate "positive" by default)
+    result.scores        # one score per decoder block (aggregate "helpful" by default)
     result.influence     # (n_train, n_layers) per-example block influences
     result.save("runs/x")
 """

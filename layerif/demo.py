@@ -49,7 +49,7 @@ def run_demo(
         echo(f"scoring {task}: train {train}, val {val}")
         result = score_layers(lm, train, val, tokenizer=tokenizer, aggregate=aggregate,
                               max_length=max_length, progress=progress)
-        result.model = model
+        result.model = result.model_fingerprint["name"] = model
         result.save(out / task)
         echo(f"  {result.seconds:.1f} s ({result.mode} mode); {result.harmful_share:.1%} of "
              "per-layer influences are positive (harmful)")

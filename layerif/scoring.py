@@ -83,7 +83,11 @@ class LayerScores:
 
     @property
     def profile_stability(self) -> ProfileStability:
-        return ProfileStability(**self.stability)
+        """The saved bootstrap, or (for a file written before it was saved) one computed now
+        from the influence matrix with the default settings."""
+        if self.stability:
+            return ProfileStability(**self.stability)
+        return profile_stability(self.influence, self.aggregate, seed=self.seed)
 
     def to_dict(self) -> dict:
         d = asdict(self)

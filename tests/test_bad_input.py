@@ -227,7 +227,6 @@ def test_every_option_has_help():
 
 def test_python_api_never_returns_nan(tiny_models, tokenizer):
     import layerif
-
     from layerif.data import Example
 
     examples = [Example(f"e{i}", prompt=r["prompt"], completion=r["completion"])

@@ -144,8 +144,9 @@ def test_a_file_holding_an_evaluation_example_is_refused(record, tmp_path, tiny_
         evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("boolq:validation[0:10]")],
                        model_name=str(pruned), ppl=None)
     with pytest.raises(DataError, match=rf"perplexity set {data} shares content"):  # ppl too
+        scores = _scores_of(tmp_path, "boolq:validation[0:10]")
         evaluate_model(tiny_models("llama"), tokenizer, [TaskSpec.parse("rte:validation[0:2]")],
-                       ppl=str(data), check_against=[str(_scores_of(tmp_path, "boolq:validation[0:10]"))])
+                       ppl=str(data), check_against=[str(scores)])
 
 
 def _scores_of(tmp_path, train: str):
