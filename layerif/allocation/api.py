@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..data.provenance import sets_from
 from ..errors import LayerIFError
-from ..evaluation.overlap import allocation_sets
+from ..evaluation.overlap import scores_sets
 from ..fingerprint import check_same_model
 from ..influence.aggregate import check_aggregate
 from ..io import write_json
@@ -163,8 +164,9 @@ def _scores_lineage(scores: dict | None) -> tuple[dict, list[dict]]:
     """The fingerprint and content sets an allocation inherits from its scores file."""
     if scores is None:
         return {}, []
-    sets = [c.to_dict() for c in allocation_sets({"parameters": {"scores": scores["_path"]}},
-                                                 scores["_path"])]
+    found = sets_from(scores, scores["_path"]) if "provenance" in scores else \
+        scores_sets(scores["_path"], scores["_path"])  # an older file: rebuilt from its names
+    sets = [c.to_dict() for c in found]
     return scores.get("model_fingerprint") or {}, sets
 
 
