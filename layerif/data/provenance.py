@@ -27,8 +27,9 @@ from ..errors import DataError
 from .records import FILE_SUFFIXES, Example, load_file
 from .sources import TaskSpec, task_rows
 
-# Roles, and the pairs that may share content by design: LayerIF scores the fine-tuning data.
-ROLES = ("scoring train", "scoring val", "calibration", "fine-tuning", "perplexity", "evaluation")
+# Roles: scoring train, scoring val, calibration, fine-tuning, perplexity, evaluation. The pairs
+# that may share content by design: LayerIF scores the fine-tuning data, and perplexity text and
+# evaluation items are both evaluation.
 ALLOWED = {frozenset(("scoring train", "fine-tuning")), frozenset(("perplexity", "evaluation"))}
 
 
