@@ -11,7 +11,7 @@
 __version__ = "0.1.0"
 
 # The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
-from .allocation.api import allocate_experts, allocate_sparsity  # noqa: E402
+from .allocation.api import allocate_experts, allocate_ranks, allocate_sparsity  # noqa: E402
 from .data import TASKS, Example, TaskSpec, load_examples, load_instruct  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
@@ -30,6 +30,7 @@ from .influence import (  # noqa: E402
     spearman,
     spearman_per_layer,
 )
+from .lora import finetune_lora, lora_config  # noqa: E402
 from .models import BUILTIN_MODELS, discover_blocks, load_model, load_tokenizer  # noqa: E402
 from .moe import MoEConfig, apply_lora_moe, load_adapters, save_adapters  # noqa: E402
 from .moe.train import FinetuneArguments, finetune_moe  # noqa: E402
@@ -56,18 +57,21 @@ __all__ = [
     "__version__",
     "aggregate",
     "allocate_experts",
+    "allocate_ranks",
     "allocate_sparsity",
     "apply_lora_moe",
     "discover_blocks",
     "evaluate_generation",
     "evaluate_model",
     "evaluation_specs",
+    "finetune_lora",
     "finetune_moe",
     "load_adapters",
     "load_examples",
     "load_instruct",
     "load_model",
     "load_tokenizer",
+    "lora_config",
     "prune_model",
     "save_adapters",
     "score_layers",

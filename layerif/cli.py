@@ -188,11 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_demo(sub)
     sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
+    mf = sub.add_parser("model-folder", help="print the Hugging Face folder a model argument "
+                        "loads from, for tools that take a folder (llm-compressor, vLLM)")
+    mf.add_argument("model", help="a built-in name or .gguf (de-quantised once into the cache), "
+                    "or a model folder")
     COMMANDS.update(add_commands(sub))
     return parser
 
 
-COMMANDS = {"score": _cmd_score, "demo": _cmd_demo, "tasks": _cmd_tasks}
+def _cmd_model_folder(args) -> int:
+    from .models import model_folder
+
+    print(model_folder(args.model))
+    return 0
+
+
+COMMANDS = {"score": _cmd_score, "demo": _cmd_demo, "tasks": _cmd_tasks,
+            "model-folder": _cmd_model_folder}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
-"""CLI commands for allocation and pruning: `allocate sparsity|experts`, `prune`,
-`export-recipe`. Thin wrappers over layerif.allocation and layerif.pruning."""
+"""CLI commands for allocation, pruning and evaluation: `allocate sparsity|experts|ranks`,
+`prune`, `eval`, `export-recipe` (the adapter commands are in cli_adapters). Thin wrappers over
+layerif.allocation, layerif.pruning and layerif.evaluation."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 
@@ -15,9 +17,10 @@ from .allocation.api import (
     load_scores,
     recipe_yaml,
 )
+from .cli_adapters import add_commands as adapter_commands
+from .cli_adapters import add_rank_kind, cmd_allocate_ranks
 from .cli_args import add_aggregate, add_device_dtype, resolve_device
 from .data.calibration import DEFAULT_CALIBRATION, DEFAULT_PERPLEXITY, calibration_samples
-from .data.instruct import DATA_FORMATS
 from .errors import LayerIFError
 
 
@@ -40,6 +43,10 @@ def add_commands(sub) -> dict:
                     help="OWL: an outlier exceeds M x the mean Wanda score (default 5)")
     sp.add_argument("--owl-lambda", type=float, default=0.08,
                     help="OWL: ratios spread over [-lambda, +lambda] (default 0.08)")
+    sp.add_argument("--patterns", help="comma-separated per-layer patterns to choose from, "
+                    "e.g. dense,1:4,2:4,3:4 (add 'unstructured' to let one layer take the exact "
+                    "remainder): each layer gets the pattern nearest its allocated ratio, the "
+                    "global target kept as closely as the patterns allow")
     sp.add_argument("--out", required=True, help="alloc.json to write")
 
     ex = kinds.add_parser("experts", help="per-layer LoRA expert counts (experts.json)")
@@ -55,12 +62,16 @@ def add_commands(sub) -> dict:
     add_aggregate(ex, None, "which saved aggregate to use (default: the file's `scores`)")
     ex.add_argument("--model", help="the model (default: the layers of --scores)")
     ex.add_argument("--out", required=True, help="experts.json to write")
+    add_rank_kind(kinds)
 
     pr = sub.add_parser("prune", help="prune a model with an allocation (HF folder + pruning.json)")
     pr.add_argument("--model", required=True, help="the model to prune (name, folder, .gguf)")
     pr.add_argument("--allocation", required=True, help="alloc.json")
     pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"),
                     help="how weights are chosen within a layer")
+    _mask_structure_arg(pr, "prune every layer N:M (N zeros in every M consecutive inputs of "
+                        "a row; 2:4 when given alone); the allocation must be uniform at N/M. "
+                        "For per-layer patterns use `allocate sparsity --patterns`")
     _calibration_args(pr)
     add_device_dtype(pr, "where each block is pruned (the model waits on the CPU)")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,7 +93,8 @@ def add_commands(sub) -> dict:
     ev.add_argument("--exclude-scores", action="append", default=[],
                     help="scores.json whose train/val slices must not be evaluated on")
     ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
-    ev.add_argument("--adapter", help="a LoRA-MoE adapter folder from `layerif finetune-moe`")
+    ev.add_argument("--adapter", help="an adapter folder: a peft LoRA (`layerif finetune-lora`, "
+                    "peft's save_pretrained) or a LoRA-MoE (`layerif finetune-moe`)")
     ev.add_argument("--generate", action="store_true",
                     help="add generative accuracy (instruction format, greedy decoding, the "
                     "stated answer matched), the paper's metric for fine-tuned adapters")
@@ -90,78 +102,20 @@ def add_commands(sub) -> dict:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.add_argument("--out", required=True, help="results.json")
 
-    ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
-    ft.add_argument("--model", required=True, help="the base model (name, folder, .gguf)")
-    ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
-    ft.add_argument("--train", required=True,
-                    help="a file (text or prompt/completion records) or a task spec")
-    ft.add_argument("--format", default="instruct", choices=DATA_FORMATS,
-                    help="how a task spec reads: the paper's instruction format with answers "
-                    "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
-    ft.add_argument("--epochs", type=int, default=3, help="passes over the data (default 3)")
-    ft.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
-    ft.add_argument("--batch-size", type=int, default=4, help="examples per step (default 4)")
-    ft.add_argument("--max-length", type=int, default=256, help="token cutoff (default 256)")
-    ft.add_argument("--rank", type=int, default=8, help="LoRA rank of every expert (default 8)")
-    ft.add_argument("--alpha", type=float, default=16, help="LoRA alpha (default 16)")
-    ft.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
-    ft.add_argument("--top-k", type=int, default=2, help="experts routed per token (default 2)")
-    ft.add_argument("--balance-coef", type=float, default=0.001,
-                    help="weight of the load-balancing loss (default 0.001)")
-    ft.add_argument("--seed", type=int, default=0,
-                    help="fixes the adapters' initial values, the data order and dropout")
-    add_device_dtype(ft)
-    ft.add_argument("--adapter-dtype", default="float32", choices=("float32", "bfloat16"),
-                    help="dtype the adapters and routers train in (default fp32, whatever "
-                    "the base model's --dtype)")
-    ft.add_argument("--quiet", action="store_true", help="no progress bars")
-    ft.add_argument("--out", required=True, help="adapter folder")
-
     rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
     rc.add_argument("--allocation", required=True, help="alloc.json from `allocate sparsity`")
     rc.add_argument("--model", help="model (default: the allocation's)")
     rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"),
                     help="llm-compressor modifier (default sparsegpt)")
+    _mask_structure_arg(rc, "the modifiers' mask_structure (default: the allocation's N:M "
+                        "pattern if every layer has the same one, else unstructured)")
+    _calibration_args(rc)
+    rc.add_argument("--write-calibration", metavar="FILE.jsonl",
+                    help="also write the calibration windows (one {\"input_ids\": [...]} per "
+                    "line) for llm-compressor's oneshot, so both prune on the same tokens")
     rc.add_argument("--out", required=True, help="recipe.yaml")
     return {"allocate": _cmd_allocate, "prune": _cmd_prune, "export-recipe": _cmd_recipe,
-            "eval": _cmd_eval, "finetune-moe": _cmd_finetune}
-
-
-def _cmd_finetune(args) -> int:
-    from .allocation.api import ExpertAllocation
-    from .data import load_examples_as
-    from .data.provenance import check_disjoint, content_set
-    from .evaluation.overlap import allocation_sets
-    from .fingerprint import check_same_model, model_fingerprint
-    from .io import check_writable
-    from .models import load_model
-    from .moe import MoEConfig
-    from .moe.train import FinetuneArguments, finetune_moe
-
-    check_writable(args.out)
-    alloc = ExpertAllocation.load(args.experts)
-    train_args = FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                   max_length=args.max_length, balance_coef=args.balance_coef,
-                                   seed=args.seed)
-    recorded = allocation_sets(asdict(alloc), args.experts)
-    train_set = content_set(args.train, "fine-tuning")
-    check_disjoint([train_set], recorded)  # before loading the model
-    examples = load_examples_as(args.train, args.format)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    fingerprint = model_fingerprint(model, args.model)
-    check_same_model(alloc.model_fingerprint, fingerprint, args.experts)
-    config = MoEConfig(experts=alloc.experts, rank=args.rank, alpha=args.alpha,
-                       dropout=args.dropout, top_k=args.top_k, base_model=args.model,
-                       adapter_dtype=args.adapter_dtype, base_fingerprint=fingerprint)
-    provenance = {"train": args.train, "format": args.format, "experts_file": args.experts,
-                  "scores": alloc.parameters.get("scores"),
-                  "provenance": [c.to_dict() for c in [*recorded, train_set]]}
-    summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,
-                           progress=not args.quiet, provenance=provenance)
-    for h in summary["history"]:
-        print(f"epoch {h['epoch']}: loss {h['loss']:.4f}")
-    print(f"{summary['seconds']:.1f} s; wrote {args.out}")
-    return 0
+            "eval": _cmd_eval, **adapter_commands(sub)}
 
 
 def _cmd_eval(args) -> int:
@@ -172,10 +126,14 @@ def _cmd_eval(args) -> int:
     check_writable(args.out)
     specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
                              limit=args.limit, rows=args.slice)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    if args.adapter:
-        from .moe import load_adapters
+    from .lora import is_peft_adapter, load_peft_adapter
+    from .moe import load_adapters
 
+    peft = is_peft_adapter(args.adapter) if args.adapter else False  # before loading a model
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    if peft:
+        model = load_peft_adapter(model, args.adapter)
+    elif args.adapter:
         load_adapters(model, args.adapter)
         model.eval()
     result = evaluate_model(model, tokenizer, specs, model_name=args.model,
@@ -201,6 +159,11 @@ def _calibration_args(p) -> None:
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")
+
+
+def _mask_structure_arg(p, help: str) -> None:
+    p.add_argument("--mask-structure", nargs="?", const="2:4", default=None, metavar="N:M",
+                   help=help)
 
 
 def _model_name(args, scores) -> str:
@@ -232,6 +195,9 @@ def _cmd_allocate(args) -> int:
 
     check_writable(args.out)
     scores = load_scores(args.scores, args.aggregate) if args.scores else None
+    if args.kind == "ranks":
+        model, fingerprint = _allocation_model(_model_name(args, scores), args.method)
+        return cmd_allocate_ranks(args, scores, model, fingerprint)
     if args.kind == "experts":
         model = fingerprint = None
         if args.model or args.method == "alphalora":
@@ -255,6 +221,15 @@ def _cmd_allocate(args) -> int:
             calibration_set=calibration_set, owl_m=args.owl_m, owl_lambda=args.owl_lambda,
             fingerprint=fingerprint,
         )
+        if args.patterns:
+            before = result.ratios
+            result = result.with_patterns([p for p in args.patterns.split(",") if p.strip()])
+            print(f"patterns per layer: {result.patterns}")
+            if len(set(result.patterns)) == 1 and max(before) - min(before) > 1e-9:
+                print(f"warning: every layer got {result.patterns[0]}: the allocated ratios "
+                      f"({min(before):.3f} to {max(before):.3f}) lie closer together than the "
+                      "patterns' levels, so the allocation is lost; use finer patterns (e.g. "
+                      "3:8,4:8,5:8) or a larger --epsilon.", file=sys.stderr)
         result.save(args.out)
         print(f"sparsity per layer ({result.method}): "
               f"{[round(r, 4) for r in result.ratios]}\nglobal: {result.global_sparsity:.6f}")
@@ -272,6 +247,7 @@ def _cmd_prune(args) -> int:
 
     check_writable(args.out)
     alloc = SparsityAllocation.load(args.allocation)
+    patterns = _prune_patterns(alloc, args.allocation, args.mask_structure)
     recorded = allocation_sets(asdict(alloc), args.allocation)
     calibration = None
     if args.pruner != "magnitude":  # refuse leaking calibration data before loading anything
@@ -296,9 +272,11 @@ def _cmd_prune(args) -> int:
                                       args.seed)
     load_s = time.perf_counter() - start
     report = prune_model(model, alloc.ratios, args.pruner, samples,
-                         device=resolve_device(args.device), progress=not args.quiet)
+                         device=resolve_device(args.device), progress=not args.quiet,
+                         patterns=patterns)
     info = {
         "model": args.model, "pruner": args.pruner, "allocation": asdict(alloc),
+        "patterns": patterns, "mask_structure": args.mask_structure,
         "calibration": calibration, "achieved": report.achieved,
         "global_achieved": _global(report.achieved, model),
         "dtype": args.dtype, "device": str(resolve_device(args.device)),
@@ -312,6 +290,29 @@ def _cmd_prune(args) -> int:
     print(f"pruned {args.model} with {args.pruner} to {info['global_achieved']:.4f} "
           f"(target {alloc.sparsity}); wrote {out}")
     return 0
+
+
+def _prune_patterns(alloc: SparsityAllocation, path: str, mask_structure: str | None
+                    ) -> list[str]:
+    """The per-layer patterns a prune applies: the allocation's, or N:M everywhere for
+    --mask-structure (refused unless the allocation asks N/M of every layer)."""
+    from .pruning.pruners import parse_structure
+
+    if mask_structure is None:
+        return list(alloc.patterns)
+    structure = parse_structure(mask_structure)
+    if structure is None:
+        return list(alloc.patterns)
+    if alloc.patterns:
+        raise LayerIFError(f"{path} already sets a pattern per layer; drop --mask-structure.")
+    level = structure[0] / structure[1]
+    if any(abs(r - level) > 1e-6 for r in alloc.ratios):
+        raise LayerIFError(
+            f"--mask-structure {mask_structure} prunes every layer to {level:g}, but {path} "
+            f"allocates {min(alloc.ratios):.4f} to {max(alloc.ratios):.4f}; allocate uniform at "
+            f"{level:g}, or choose per-layer patterns with `allocate sparsity --patterns "
+            f"dense,{mask_structure},...`.")
+    return [mask_structure] * len(alloc.ratios)
 
 
 def _global(achieved: dict, model) -> float:
@@ -328,7 +329,21 @@ def _cmd_recipe(args) -> int:
     check_writable(args.out)
     alloc = SparsityAllocation.load(args.allocation)
     skeleton = load_skeleton(args.model or alloc.model)  # block paths from the config only
-    text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier)
+    calibration = {"source": args.calibration, "nsamples": args.nsamples,
+                   "seqlen": args.seqlen, "seed": args.seed}
+    text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier,
+                       args.mask_structure, calibration)
+    if args.write_calibration:
+        import json
+
+        from .models import load_tokenizer
+
+        check_writable(args.write_calibration)
+        windows = calibration_samples(load_tokenizer(args.model or alloc.model),
+                                      args.calibration, args.nsamples, args.seqlen, args.seed)
+        write_text(args.write_calibration, "".join(
+            json.dumps({"input_ids": w.reshape(-1).tolist()}) + "\n" for w in windows))
+        print(f"wrote {args.write_calibration} ({len(windows)} windows)")
     write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

@@ -292,6 +292,15 @@ def _local_or_cached_dir(name: str, need_weights: bool) -> str:
     return name  # a hub id
 
 
+def model_folder(name: str) -> Path:
+    """The local Hugging Face folder (config, safetensors, tokenizer) of a built-in name, .gguf
+    file or folder; a hub id is refused (its folder is the hub cache's business)."""
+    found = Path(_local_or_cached_dir(name, need_weights=True))
+    if not found.is_dir():
+        raise ModelError(f"{name!r} is a hub id; pass it to the other tool as it is.")
+    return found.resolve()
+
+
 def load_tokenizer(name: str):
     """The tokenizer of a model argument (see `load_model`), padding on the right."""
     from transformers import AutoTokenizer

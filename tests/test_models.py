@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import ARCHITECTURES
@@ -84,3 +86,13 @@ def test_gguf_file_is_cached_under_layerif_cache(tmp_path, monkeypatch):
 def test_unknown_dtype():
     with pytest.raises(ModelError, match="unknown dtype 'int3'"):
         load_model("smollm2-135m", dtype="int3")
+
+
+def test_model_folder_prints_the_folder_a_model_loads_from(tiny_model_dir, capsys):
+    from layerif.cli import main
+
+    folder = tiny_model_dir("llama")
+    assert main(["model-folder", str(folder)]) == 0
+    assert capsys.readouterr().out.strip() == str(Path(folder).resolve())
+    assert main(["model-folder", "someone/some-model"]) == 2
+    assert "hub id" in capsys.readouterr().err

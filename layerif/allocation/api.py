@@ -3,6 +3,8 @@
 alloc.json (sparsity): method, parameters, model, layers, ratios (one per layer),
 params_per_layer (prunable parameters), target and achieved global sparsity.
 experts.json: method, parameters, model, layers, experts (one per layer), total.
+ranks.json: method, parameters, model, layers, ranks (one per layer), budget, the adapted
+module names per layer; `layerif.lora.lora_config` turns it into a peft LoraConfig.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from .. import __version__
 from ..data.provenance import sets_from
@@ -30,6 +33,7 @@ from .experts import (
     mola_experts,
     uniform_experts,
 )
+from .ranks import RANK_METHODS, alphalora_ranks, layerif_ranks, uniform_ranks
 from .sparsity import alphapruning_sparsity, layerif_sparsity, owl_sparsity, uniform_sparsity
 
 SPARSITY_METHODS = ("layerif", "uniform", "owl", "alphapruning")
@@ -59,10 +63,27 @@ class SparsityAllocation:
     layerif_version: str = __version__
     model_fingerprint: dict = field(default_factory=dict)  # the weights it was made for
     provenance: list[dict] = field(default_factory=list)  # content sets behind it
+    # per layer "unstructured", "dense" or "N:M" (allocation/patterns.py); empty: unstructured
+    patterns: list[str] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         write_json(path, asdict(self))
         return Path(path)
+
+    def with_patterns(self, allowed: list[str]) -> SparsityAllocation:
+        """This allocation with each layer set to one of the `allowed` patterns, the global
+        target kept as closely as they allow (allocation/patterns.py); the method's own ratios
+        are kept under parameters["ratios_before_patterns"]."""
+        from .patterns import assign_patterns
+
+        patterns, ratios = assign_patterns(self.ratios, self.params_per_layer, self.sparsity,
+                                           allowed)
+        P = np.asarray(self.params_per_layer, dtype=np.float64)
+        return SparsityAllocation(**{
+            **asdict(self), "patterns": patterns, "ratios": [float(x) for x in ratios],
+            "global_sparsity": float((ratios * P).sum() / P.sum()),
+            "parameters": {**self.parameters, "allowed_patterns": list(allowed),
+                           "ratios_before_patterns": self.ratios}})
 
     @classmethod
     def load(cls, path: str | Path) -> SparsityAllocation:
@@ -73,6 +94,8 @@ class SparsityAllocation:
             raise AllocationError(f"{path}: not a sparsity allocation ({exc}).") from exc
         if len(alloc.ratios) != len(alloc.layers) or not all(0 <= r < 1 for r in alloc.ratios):
             raise AllocationError(f"{path}: needs one ratio in [0, 1) per layer.")
+        if alloc.patterns and len(alloc.patterns) != len(alloc.layers):
+            raise AllocationError(f"{path}: needs one pattern per layer (or none).")
         return alloc
 
 
@@ -98,6 +121,34 @@ class ExpertAllocation:
             return cls(**_load(path, "expert allocation"))
         except TypeError as exc:
             raise AllocationError(f"{path}: not an expert allocation ({exc}).") from exc
+
+
+@dataclass
+class RankAllocation:
+    method: str
+    parameters: dict  # beta, min_rank, multiple_of, scores/aggregate or alphas
+    model: str | None
+    layers: list[int]
+    ranks: list[int]  # one per layer; every module of the layer takes it
+    budget: int  # sum(ranks), exactly
+    modules: list[list[str]]  # per layer: full module names of the adapted matrices
+    layerif_version: str = __version__
+    model_fingerprint: dict = field(default_factory=dict)
+    provenance: list[dict] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, asdict(self))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RankAllocation:
+        try:
+            alloc = cls(**_load(path, "rank allocation"))
+        except TypeError as exc:
+            raise AllocationError(f"{path}: not a rank allocation ({exc}).") from exc
+        if len(alloc.ranks) != len(alloc.layers) or len(alloc.modules) != len(alloc.layers):
+            raise AllocationError(f"{path}: needs one rank and one module list per layer.")
+        return alloc
 
 
 def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
@@ -296,20 +347,92 @@ def allocate_experts(
                             model_fingerprint=fingerprint or inherited, provenance=sets)
 
 
-def recipe_yaml(alloc: SparsityAllocation, block_paths: list[str], modifier: str) -> str:
-    """An llm-compressor recipe: one sparsity per decoder block (a dict keyed by block name)."""
+def allocate_ranks(
+    method: str,
+    budget: int,
+    model,
+    *,
+    beta: float = 2.0,
+    min_rank: int = 1,
+    multiple_of: int = 1,
+    scores: dict | None = None,
+    model_name: str | None = None,
+    fingerprint: dict | None = None,
+) -> RankAllocation:
+    """Per-layer LoRA ranks summing to `budget` (allocation/ranks.py). model: the causal LM (a
+    skeleton suffices except for alphalora, which reads the weights' spectra); every tracked
+    matrix of a block (`discover_blocks`) is adapted with its block's rank."""
+    if method not in RANK_METHODS:
+        raise AllocationError(f"unknown method {method!r}; use one of {', '.join(RANK_METHODS)}.")
+    blocks = discover_blocks(model)
+    if scores is not None:
+        _check_scores_match(scores, fingerprint, len(blocks))
+    shape = {"min_rank": min_rank, "multiple_of": multiple_of}
+    # GPT-2's Conv1D stores (d_in, d_out): peft needs fan_in_fan_out for it (lora/config.py)
+    transposed = any(not isinstance(m.module, nn.Linear) for b in blocks for m in b.matrices)
+    if method == "layerif":
+        if scores is None:
+            raise AllocationError("method layerif needs --scores DIR/scores.json.")
+        ranks = layerif_ranks(layer_profile(scores, use_abs=False), budget, beta, **shape)
+        params = {"beta": beta, **shape, "scores": scores["_path"],
+                  "aggregate": scores.get("aggregate")}
+    elif method == "uniform":
+        ranks, params = uniform_ranks(len(blocks), budget, **shape), dict(shape)
+    else:
+        alphas = block_alphas(blocks)
+        ranks = alphalora_ranks(alphas, budget, beta, **shape)
+        params = {"beta": beta, **shape, "alphas": alphas.tolist()}
+    params["fan_in_fan_out"] = transposed
+    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
+    return RankAllocation(method, params, model_name, [b.index for b in blocks],
+                          [int(r) for r in ranks], int(budget),
+                          [[m.name for m in b.matrices] for b in blocks],
+                          model_fingerprint=fingerprint or inherited, provenance=sets)
+
+
+def recipe_yaml(alloc: SparsityAllocation, block_paths: list[str], modifier: str,
+                mask_structure: str | None = None, calibration: dict | None = None) -> str:
+    """An llm-compressor recipe (SparseGPTModifier or WandaPruningModifier): `targets` match the
+    decoder blocks, one module per block, and `sparsity` is a list in block order, as
+    llm-compressor types it (`float | list[float]`, the i-th value for the i-th matched
+    target). mask_structure: "N:M" (default: the allocation's N:M pattern when every layer has
+    the same one). calibration: {"source", "nsamples", "seqlen", "seed"} layerif calibrated with,
+    written as a comment with the matching `oneshot` arguments."""
     import yaml
+
+    from ..pruning.pruners import parse_structure
 
     names = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
     if modifier not in names:
         raise LayerIFError(f"unknown modifier {modifier!r}; use sparsegpt or wanda.")
     if len(block_paths) != len(alloc.ratios):
         raise AllocationError("the allocation's layer count does not match the model's blocks.")
+    structured = sorted({p for p in alloc.patterns if ":" in p})
+    if len(structured) > 1 or (structured and set(alloc.patterns) != set(structured)):
+        raise AllocationError(
+            f"the allocation mixes patterns ({', '.join(sorted(set(alloc.patterns)))}); "
+            "llm-compressor takes one mask_structure per modifier: allocate with a single N:M "
+            "pattern (or none) to export, or prune with `layerif prune`.")
+    structure = mask_structure or (structured[0] if structured else "0:0")
+    parse_structure(structure)  # refuse a malformed one here, not in llm-compressor
     prefix = block_paths[0].rsplit(".", 1)[0].replace(".", r"\.")
     recipe = {"sparsity_stage": {"sparsity_modifiers": {names[modifier]: {
-        "sparsity": {p: round(r, 6) for p, r in zip(block_paths, alloc.ratios, strict=True)},
-        "mask_structure": "0:0",
+        "sparsity": [round(r, 6) for r in alloc.ratios],
+        "mask_structure": structure,
         "targets": [f"re:{prefix}\\.\\d+$"],
         "ignore": ["re:.*lm_head"],
     }}}}
-    return yaml.safe_dump(recipe, sort_keys=False)
+    head = [f"# layerif {alloc.layerif_version}: {alloc.method} allocation for {alloc.model}, "
+            f"target sparsity {alloc.sparsity:g} (achieved {alloc.global_sparsity:.6f}).",
+            f"# sparsity[i] is the ratio of {block_paths[0].rsplit('.', 1)[0]}.i "
+            f"({len(block_paths)} blocks)."]
+    if calibration:
+        head += [f"# layerif calibrated on {calibration['nsamples']} windows of "
+                 f"{calibration['seqlen']} tokens from {calibration['source']} (seed "
+                 f"{calibration['seed']}); the same in llm-compressor:",
+                 f"#   oneshot(model=..., recipe=<this file>, dataset=<those windows>, "
+                 f"num_calibration_samples={calibration['nsamples']}, "
+                 f"max_seq_length={calibration['seqlen']})",
+                 "#   (`layerif export-recipe --write-calibration FILE.jsonl` writes the windows "
+                 "as input_ids)"]
+    return "\n".join(head) + "\n" + yaml.safe_dump(recipe, sort_keys=False)

@@ -28,30 +28,32 @@ class AllocationError(LayerIFError, ValueError):
     """An allocation cannot be made (impossible budget, bad exponent, bad pattern)."""
 
 
-def _check_budget(n_layers: int, total: int) -> None:
+def _check_budget(n_layers: int, total: int, minimum: int = 1) -> None:
     if n_layers < 1:
         raise AllocationError("need at least one layer.")
-    if int(total) != total or total < n_layers:
+    if int(total) != total or total < n_layers * minimum:
+        need = "the" if minimum == 1 else f"{minimum} for each of the"
         raise AllocationError(
-            f"total experts T={total} is fewer than the {n_layers} layers; every layer needs at "
-            f"least one expert, so use T >= {n_layers}."
+            f"total T={total} is fewer than {need} {n_layers} layers; every layer needs at "
+            f"least {minimum}, so use T >= {n_layers * minimum}."
         )
 
 
 def largest_remainder(
-    weights: Sequence[float], total: int, priority: Sequence[float] | None = None
+    weights: Sequence[float], total: int, priority: Sequence[float] | None = None,
+    minimum: int = 1,
 ) -> np.ndarray:
-    """One expert per layer plus T - L more split in proportion to `weights`, floor + 1 with the
-    leftover going to the largest fractional parts. Equal remainders go first to the larger
-    `priority` (default: the larger weight), then to earlier layers."""
+    """`minimum` per layer plus T - L * minimum more split in proportion to `weights`: floor +
+    minimum, the leftover going to the largest fractional parts. Equal remainders go first to
+    the larger `priority` (default: the larger weight), then to earlier layers."""
     w = np.asarray(weights, dtype=np.float64)
     n = len(w)
-    _check_budget(n, total)
+    _check_budget(n, total, minimum)
     if not np.isfinite(w).all() or (w < 0).any():
         raise AllocationError(f"weights must be finite and >= 0, got {w.tolist()}")
-    spare = total - n
+    spare = total - n * minimum
     f = w / w.sum() * spare if w.sum() > 0 else np.full(n, spare / n)
-    alloc = np.floor(f).astype(np.int64) + 1
+    alloc = np.floor(f).astype(np.int64) + minimum
     leftover = int(total - alloc.sum())
     priority = w if priority is None else np.asarray(priority, dtype=np.float64)
     order = np.lexsort((np.arange(n), -priority, -(f - np.floor(f))))  # last key is primary
@@ -73,8 +75,9 @@ def _check_beta(beta: float) -> None:
         raise AllocationError(f"beta must be > 0, got {beta}.")
 
 
-def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
-    """LayerIF's allocation: lower score (better trained under DataInf's sign) -> more experts."""
+def layerif_weights(scores: Sequence[float], beta: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, tie priority) of LayerIF's allocation: w_l = (max(S) - S_l) ** beta, so a lower
+    score (better trained under DataInf's sign) gets more; ties favour the lower score."""
     _check_beta(beta)
     s = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(s).all():
@@ -82,19 +85,29 @@ def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> n
     refuse_flat(s)
     inv = s.max() - s
     # w / sum(w) is scale-invariant: dividing by max(inv) first keeps tiny spreads from
-    # underflowing to all-zero weights under the power. Ties favour the lower score.
-    weights = (inv / inv.max()) ** beta if inv.max() > 0 else inv
-    return largest_remainder(weights, total, priority=-s)
+    # underflowing to all-zero weights under the power.
+    return ((inv / inv.max()) ** beta if inv.max() > 0 else inv), -s
 
 
-def alphalora_experts(alphas: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
-    """AlphaLoRA: experts ~ alpha_l ** beta. A higher PL_Alpha_Hill (a lighter-tailed spectrum,
-    by Heavy-Tailed Self-Regularization a less well-trained layer) gets more experts."""
+def alphalora_weights(alphas: Sequence[float], beta: float = 2.0) -> np.ndarray:
+    """AlphaLoRA's weights alpha_l ** beta: a higher PL_Alpha_Hill (a lighter-tailed spectrum, by
+    Heavy-Tailed Self-Regularization a less well-trained layer) gets more."""
     _check_beta(beta)
     a = np.asarray(alphas, dtype=np.float64)
     if not (np.isfinite(a).all() and (a > 0).all()):
         raise AllocationError("alphas must be finite and > 0.")
-    return largest_remainder((a / a.max()) ** beta, total)  # scaled first: no underflow
+    return (a / a.max()) ** beta  # scaled first: no underflow
+
+
+def layerif_experts(scores: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
+    """LayerIF's allocation: lower score (better trained under DataInf's sign) -> more experts."""
+    weights, priority = layerif_weights(scores, beta)
+    return largest_remainder(weights, total, priority=priority)
+
+
+def alphalora_experts(alphas: Sequence[float], total: int, beta: float = 2.0) -> np.ndarray:
+    """AlphaLoRA: experts ~ alpha_l ** beta."""
+    return largest_remainder(alphalora_weights(alphas, beta), total)
 
 
 def uniform_experts(n_layers: int, total: int) -> np.ndarray:

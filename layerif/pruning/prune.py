@@ -13,7 +13,14 @@ from tqdm.auto import tqdm
 
 from ..models import Matrix, discover_blocks
 from .calibration import capture_block_inputs, run_blocks
-from .pruners import PRUNERS, magnitude_prune, sparsegpt_prune, wanda_prune
+from .pruners import (
+    PRUNERS,
+    Structure,
+    magnitude_prune,
+    parse_structure,
+    sparsegpt_prune,
+    wanda_prune,
+)
 
 
 def oriented_weight(matrix: Matrix) -> torch.Tensor:
@@ -66,16 +73,22 @@ class PruningReport:
     ratios: list[float]
     achieved: dict[str, float]  # matrix name -> fraction of zeros
     seconds: dict[str, float]
+    patterns: list[str] = field(default_factory=list)  # per layer, when not all unstructured
+
+
+def layer_structure(pattern: str) -> Structure | str:
+    """A layer's pattern ("unstructured", "dense" or "N:M") as what prune_matrix takes."""
+    return "dense" if pattern == "dense" else parse_structure(pattern)
 
 
 def prune_matrix(W: torch.Tensor, ratio: float, pruner: str, stats: InputStatistics | None,
-                 name: str) -> torch.Tensor:
+                 name: str, structure: Structure = None) -> torch.Tensor:
     if pruner == "magnitude":
-        return magnitude_prune(W, ratio)
+        return magnitude_prune(W, ratio, structure)
     if pruner == "wanda":
-        return wanda_prune(W, ratio, stats.sq_norms[name])
+        return wanda_prune(W, ratio, stats.sq_norms[name], structure)
     if pruner == "sparsegpt":
-        return sparsegpt_prune(W, ratio, stats.hessian(name))
+        return sparsegpt_prune(W, ratio, stats.hessian(name), structure=structure)
     raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
 
 
@@ -101,21 +114,32 @@ def prune_model(
     samples: Sequence[torch.Tensor] = (),
     device: str | None = None,
     progress: bool = True,
+    patterns: Sequence[str] = (),
 ) -> PruningReport:
     """Prune every block's matrices to that block's ratio, in place. samples: calibration token
-    tensors (needed by wanda and sparsegpt)."""
+    tensors (needed by wanda and sparsegpt). patterns: per block "unstructured" (the ratio),
+    "dense" (left alone) or "N:M" (N zeros in every M consecutive inputs of a row); empty for
+    unstructured everywhere."""
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
     blocks = discover_blocks(model)
-    if len(ratios) != len(blocks):
-        raise ValueError(f"{len(ratios)} ratios for a model with {len(blocks)} blocks")
+    if len(ratios) != len(blocks) or (patterns and len(patterns) != len(blocks)):
+        raise ValueError(f"{len(ratios)} ratios / {len(patterns)} patterns for a model with "
+                         f"{len(blocks)} blocks")
+    structures = [layer_structure(p) for p in patterns] or [None] * len(blocks)
+
+    def prune_block(i: int, matrices, stats: InputStatistics | None) -> None:
+        if structures[i] == "dense":
+            return
+        for m in matrices:
+            W = oriented_weight(m)
+            W.copy_(prune_matrix(W, ratios[i], pruner, stats, m.name, structures[i]))
+
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     if pruner == "magnitude":
         for block in tqdm(blocks, desc="magnitude", disable=not progress, leave=False):
-            for m in block.matrices:
-                W = oriented_weight(m)
-                W.copy_(magnitude_prune(W, ratios[block.index]))
+            prune_block(block.index, block.matrices, None)
         seconds["prune"] = time.perf_counter() - start
     else:
         if not samples:
@@ -125,10 +149,10 @@ def prune_model(
         bar = tqdm(total=len(blocks), desc=pruner, disable=not progress, leave=False)
 
         def on_block(i, spec, _module, forward_all):
-            stats = InputStatistics.collect(spec.matrices, forward_all, pruner == "sparsegpt")
-            for m in spec.matrices:
-                W = oriented_weight(m)
-                W.copy_(prune_matrix(W, ratios[i], pruner, stats, m.name))
+            if structures[i] != "dense":
+                stats = InputStatistics.collect(spec.matrices, forward_all,
+                                                pruner == "sparsegpt")
+                prune_block(i, spec.matrices, stats)
             bar.update()
 
         run_blocks(model, captured, on_block, device=device)
@@ -137,4 +161,4 @@ def prune_model(
     achieved = {
         m.name: float((m.module.weight == 0).float().mean()) for b in blocks for m in b.matrices
     }
-    return PruningReport(pruner, [float(r) for r in ratios], achieved, seconds)
+    return PruningReport(pruner, [float(r) for r in ratios], achieved, seconds, list(patterns))

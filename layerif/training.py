@@ -1,0 +1,129 @@
+"""The adapter training loop that `finetune-moe` and `finetune-lora` share: AdamW over the
+trainable parameters, a progress bar with the running loss, a checkpoint after every epoch and
+resumption after an interruption to the same result (the data order and dropout are seeded per
+epoch, the optimiser state is kept). The seed fixes everything random the loop draws, so the same
+call in two processes trains byte-identical adapters on CPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import batch_losses, encode_examples, make_batches
+from .errors import LayerIFError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneArguments:
+    epochs: int = 3
+    lr: float = 3e-4
+    batch_size: int = 4
+    max_length: int = 256  # tokens per example, prompt and answer
+    balance_coef: float = 0.001  # LoRA-MoE's load-balancing loss weight (unused by plain LoRA)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.balance_coef < 0:
+            raise LayerIFError("need epochs >= 1, batch_size >= 1, lr > 0, balance_coef >= 0.")
+
+    def steps(self, n_examples: int) -> int:
+        """Optimiser steps of the whole run."""
+        return self.epochs * -(-n_examples // self.batch_size)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The parameters that train, on the CPU (what a checkpoint keeps)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+            if p.requires_grad}
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where the run writing `out_dir` keeps its checkpoint (beside it, hidden)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.checkpoint"
+
+
+def _save_checkpoint(folder: Path, model, optimizer, epoch: int, history: list, key: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt.", dir=folder))
+    torch.save({"adapter": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "history": history, "key": key}, tmp / "state.pt")
+    os.replace(tmp / "state.pt", folder / "state.pt")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_adapters(
+    model,
+    tokenizer,
+    train_examples,
+    args: FinetuneArguments,
+    out_dir: str | Path,
+    key: dict,
+    *,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
+    after_backward: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], float]:
+    """Train `model`'s trainable parameters on `train_examples` (mean token NLL of the answers).
+
+    key: what identifies the run (config, arguments); a checkpoint of `out_dir` is resumed only
+    when its key equals this one. extra_loss: added to each step's loss (LoRA-MoE's balancing
+    loss). after_backward(step): called after each backward pass, before the optimiser step
+    (AdaLoRA's rank update). Returns (per-epoch history [{"epoch", "loss"}], seconds)."""
+    ckpt_dir = checkpoint_dir(out_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    encoded = encode_examples(list(train_examples), tokenizer, args.max_length)
+    key = {**key, "args": asdict(args), "n": len(encoded), "first": encoded[0].input_ids[:16]}
+    start_epoch, history = 0, []
+    if (ckpt_dir / "state.pt").exists():
+        state = torch.load(ckpt_dir / "state.pt", weights_only=False)
+        if state["key"] == key:
+            model.load_state_dict(state["adapter"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = state["epoch"] + 1, state["history"]
+            log.info("resuming after epoch %d from %s", state["epoch"] + 1, ckpt_dir)
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    step = start_epoch * -(-len(encoded) // args.batch_size)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        order = torch.randperm(len(encoded), generator=gen).tolist()
+        batches = make_batches([encoded[i] for i in order], args.batch_size,
+                               tokenizer.pad_token_id)
+        torch.manual_seed(args.seed * 1000 + epoch)  # dropout
+        model.train()
+        running, bar = [], tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}",
+                                disable=not progress, leave=False)
+        for batch in bar:
+            batch = batch.to(device)
+            loss = batch_losses(model, batch).mean()
+            total = loss if extra_loss is None else loss + extra_loss().to(loss.device)
+            optimizer.zero_grad()
+            total.backward()
+            if after_backward is not None:
+                after_backward(step)
+            optimizer.step()
+            step += 1
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
+        history.append({"epoch": epoch + 1, "loss": sum(running) / len(running)})
+        _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key)
+    model.eval()
+    return history, time.perf_counter() - t0
+
+
+def finish(out_dir: str | Path) -> None:
+    """Drop the checkpoint of a run whose output is written."""
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
