@@ -96,9 +96,8 @@ def main() -> None:
                                        min_rank=2, multiple_of=2, model_name=MODEL,
                                        scores=load_scores(scores_dir) if method == "layerif"
                                        else None)
-                config = lora_config(alloc) | {"target_modules": [
-                    n for names in alloc.modules for n in names]}
-                summary = finetune_lora(model, tokenizer, config, examples, adapter, train_args,
+                summary = finetune_lora(model, tokenizer, lora_config(alloc), examples, adapter,
+                                        train_args,
                                         progress=False, provenance={"train": train})
                 info = {"ranks": alloc.ranks, "loss": [h["loss"] for h in summary["history"]],
                         "trainable": summary["trainable_parameters"]}

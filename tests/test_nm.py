@@ -86,6 +86,14 @@ def test_patterns_keep_the_global_target_as_closely_as_they_allow():
     assert (np.dot(s, [3, 1]) / 4) == pytest.approx(0.5625) and patterns == ["2:4", "3:4"]
 
 
+def write_scores(folder, model_dir, scores):
+    folder.mkdir()
+    (folder / "scores.json").write_text(json.dumps({
+        "model": str(model_dir), "layers": list(range(len(scores))), "scores": scores,
+        "aggregate": "net", "model_fingerprint": {}}))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_model_dir):
     return tiny_model_dir("llama")
@@ -103,11 +111,7 @@ def test_a_mixed_allocation_records_and_achieves_each_layer_pattern(pruner, tiny
                                                                     tmp_path):
     from transformers import AutoModelForCausalLM
 
-    scores = tmp_path / "s"
-    scores.mkdir()
-    (scores / "scores.json").write_text(json.dumps({
-        "model": str(tiny_dir), "layers": [0, 1], "scores": [-1.0, -9.0], "aggregate": "net",
-        "model_fingerprint": {}}))
+    scores = write_scores(tmp_path / "s", tiny_dir, [-1.0, -9.0])
     alloc = tmp_path / "alloc.json"
     assert run("allocate", "sparsity", "--method", "layerif", "--sparsity", 0.5, "--epsilon",
                0.5, "--no-smooth", "--scores", scores, "--model", tiny_dir, "--patterns",
@@ -145,11 +149,7 @@ def test_mask_structure_needs_a_matching_uniform_allocation(tiny_dir, calib, tmp
 
 
 def test_patterns_that_erase_the_allocation_are_flagged(tiny_dir, tmp_path, capsys):
-    scores = tmp_path / "s"
-    scores.mkdir()
-    (scores / "scores.json").write_text(json.dumps({
-        "model": str(tiny_dir), "layers": [0, 1], "scores": [-1.0, -9.0], "aggregate": "net",
-        "model_fingerprint": {}}))
+    scores = write_scores(tmp_path / "s", tiny_dir, [-1.0, -9.0])
     alloc = tmp_path / "alloc.json"
     assert run("allocate", "sparsity", "--method", "layerif", "--sparsity", 0.5, "--no-smooth",
                "--scores", scores, "--model", tiny_dir, "--patterns", "dense,2:4",

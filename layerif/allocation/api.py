@@ -50,8 +50,31 @@ def _load(path: str | Path, what: str) -> dict:
         raise AllocationError(f"{path}: not valid JSON ({exc}).") from exc
 
 
+class AllocationFile:
+    """save/load of an allocation dataclass as JSON; `load` refuses a file that is not one
+    (missing or unknown fields) or fails the subclass's `check`."""
+
+    WHAT = "allocation"
+
+    def save(self, path: str | Path) -> Path:
+        write_json(path, asdict(self))
+        return Path(path)
+
+    def check(self, path: str | Path) -> None:
+        """Raise AllocationError naming `path` when the loaded values are inconsistent."""
+
+    @classmethod
+    def load(cls, path: str | Path):
+        try:
+            alloc = cls(**_load(path, cls.WHAT))
+        except TypeError as exc:
+            raise AllocationError(f"{path}: not a {cls.WHAT} ({exc}).") from exc
+        alloc.check(path)
+        return alloc
+
+
 @dataclass
-class SparsityAllocation:
+class SparsityAllocation(AllocationFile):
     method: str
     parameters: dict
     model: str
@@ -65,10 +88,7 @@ class SparsityAllocation:
     provenance: list[dict] = field(default_factory=list)  # content sets behind it
     # per layer "unstructured", "dense" or "N:M" (allocation/patterns.py); empty: unstructured
     patterns: list[str] = field(default_factory=list)
-
-    def save(self, path: str | Path) -> Path:
-        write_json(path, asdict(self))
-        return Path(path)
+    WHAT = "sparsity allocation"
 
     def with_patterns(self, allowed: list[str]) -> SparsityAllocation:
         """This allocation with each layer set to one of the `allowed` patterns, the global
@@ -85,22 +105,15 @@ class SparsityAllocation:
             "parameters": {**self.parameters, "allowed_patterns": list(allowed),
                            "ratios_before_patterns": self.ratios}})
 
-    @classmethod
-    def load(cls, path: str | Path) -> SparsityAllocation:
-        data = _load(path, "allocation")
-        try:
-            alloc = cls(**data)
-        except TypeError as exc:
-            raise AllocationError(f"{path}: not a sparsity allocation ({exc}).") from exc
-        if len(alloc.ratios) != len(alloc.layers) or not all(0 <= r < 1 for r in alloc.ratios):
+    def check(self, path: str | Path) -> None:
+        if len(self.ratios) != len(self.layers) or not all(0 <= r < 1 for r in self.ratios):
             raise AllocationError(f"{path}: needs one ratio in [0, 1) per layer.")
-        if alloc.patterns and len(alloc.patterns) != len(alloc.layers):
+        if self.patterns and len(self.patterns) != len(self.layers):
             raise AllocationError(f"{path}: needs one pattern per layer (or none).")
-        return alloc
 
 
 @dataclass
-class ExpertAllocation:
+class ExpertAllocation(AllocationFile):
     method: str
     parameters: dict
     model: str | None
@@ -110,21 +123,11 @@ class ExpertAllocation:
     layerif_version: str = __version__
     model_fingerprint: dict = field(default_factory=dict)
     provenance: list[dict] = field(default_factory=list)
-
-    def save(self, path: str | Path) -> Path:
-        write_json(path, asdict(self))
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ExpertAllocation:
-        try:
-            return cls(**_load(path, "expert allocation"))
-        except TypeError as exc:
-            raise AllocationError(f"{path}: not an expert allocation ({exc}).") from exc
+    WHAT = "expert allocation"
 
 
 @dataclass
-class RankAllocation:
+class RankAllocation(AllocationFile):
     method: str
     parameters: dict  # beta, min_rank, multiple_of, scores/aggregate or alphas
     model: str | None
@@ -135,20 +138,11 @@ class RankAllocation:
     layerif_version: str = __version__
     model_fingerprint: dict = field(default_factory=dict)
     provenance: list[dict] = field(default_factory=list)
+    WHAT = "rank allocation"
 
-    def save(self, path: str | Path) -> Path:
-        write_json(path, asdict(self))
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> RankAllocation:
-        try:
-            alloc = cls(**_load(path, "rank allocation"))
-        except TypeError as exc:
-            raise AllocationError(f"{path}: not a rank allocation ({exc}).") from exc
-        if len(alloc.ranks) != len(alloc.layers) or len(alloc.modules) != len(alloc.layers):
+    def check(self, path: str | Path) -> None:
+        if len(self.ranks) != len(self.layers) or len(self.modules) != len(self.layers):
             raise AllocationError(f"{path}: needs one rank and one module list per layer.")
-        return alloc
 
 
 def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
