@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_moe import task_slices
 
 import layerif
 from layerif.allocation.api import allocate_ranks, load_scores
 from layerif.data import load_examples_as
-from layerif.evaluation import evaluate_model, evaluation_specs
+from layerif.evaluation import evaluate_model
 from layerif.evaluation.paired import bootstrap_interval, paired_bootstrap
 from layerif.io import write_json, write_text
 from layerif.lora import finetune_lora, load_peft_adapter, lora_config
@@ -70,11 +71,7 @@ def main() -> None:
     train_args = FinetuneArguments(epochs=args.epochs, max_length=args.max_length,
                                    seed=args.seed)
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        (eval_spec,) = evaluation_specs([task], limit=args.eval)
-        train = f"{task}:validation[0:{args.train}]"
-        val = f"{task}:validation[{args.train}:{args.train + args.val}]"
-        if args.train + args.val > eval_spec.start:
-            raise SystemExit(f"{task}: {args.train}+{args.val} rows overlap the last {args.eval}.")
+        eval_spec, train, val = task_slices(task, args)
         scores_dir = work / task / "scores"
         if not (scores_dir / "scores.json").exists():
             t = time.perf_counter()

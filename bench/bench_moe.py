@@ -66,11 +66,7 @@ def main() -> None:
     work = ROOT / "runs" / f"bench-moe-{tag}"
 
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        (eval_spec,) = evaluation_specs([task], limit=args.eval)
-        train = f"{task}:validation[0:{args.train}]"
-        val = f"{task}:validation[{args.train}:{args.train + args.val}]"
-        if args.train + args.val > eval_spec.start:
-            raise SystemExit(f"{task}: {args.train}+{args.val} rows overlap the last {args.eval}.")
+        eval_spec, train, val = task_slices(task, args)
         scores_dir = work / task / "scores"
         if not (scores_dir / "scores.json").exists():
             t = time.perf_counter()
@@ -111,6 +107,17 @@ def main() -> None:
                    seconds | {"loss": [h["loss"] for h in summary["history"]]})
             write_json(out_path, results)
     write_table(results, results_dir / f"moe-{tag}.md")
+
+
+def task_slices(task: str, args) -> tuple:
+    """(evaluation spec: the last args.eval rows, fine-tuning spec: rows [0:train], scoring
+    validation spec: the next args.val rows), refused when they overlap."""
+    (eval_spec,) = evaluation_specs([task], limit=args.eval)
+    train = f"{task}:validation[0:{args.train}]"
+    val = f"{task}:validation[{args.train}:{args.train + args.val}]"
+    if args.train + args.val > eval_spec.start:
+        raise SystemExit(f"{task}: {args.train}+{args.val} rows overlap the last {args.eval}.")
+    return eval_spec, train, val
 
 
 def allocations_for(task: str, scores_dir: Path, args, results: dict) -> dict[str, list[int]]:

@@ -3,6 +3,8 @@ models of several architectures built from configs, so block discovery is never 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -106,3 +108,17 @@ PAIRS = [
     ("Question: Which planet is closest to the sun?\nAnswer:", " Mercury"),
     ("Complete: to be or not to", " be, that is the question"),
 ]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tiny_model_dir):
+    """The tiny Llama's saved folder (the model most CLI tests run on)."""
+    return tiny_model_dir("llama")
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    """A JSONL of calibration texts (TEXTS four times)."""
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
+    return path

@@ -9,23 +9,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TEXTS
 
 from layerif.allocation.owl import outlier_ratio
 from layerif.allocation.sparsity import owl_sparsity
 from layerif.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_model_dir):
-    return tiny_model_dir("llama")
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
-    return path
 
 
 def run(*args):

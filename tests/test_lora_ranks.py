@@ -67,11 +67,6 @@ def test_impossible_budgets_are_refused():
         uniform_ranks(6, 20, min_rank=4)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_model_dir):
-    return tiny_model_dir("llama")
-
-
 def write_scores(path, model, scores):
     path.mkdir(parents=True, exist_ok=True)
     (path / "scores.json").write_text(json.dumps({"model": str(model), "layers": list(

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TEXTS
 
 from layerif.allocation.patterns import assign_patterns
 from layerif.cli import main
@@ -92,18 +91,6 @@ def write_scores(folder, model_dir, scores):
         "model": str(model_dir), "layers": list(range(len(scores))), "scores": scores,
         "aggregate": "net", "model_fingerprint": {}}))
     return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_model_dir):
-    return tiny_model_dir("llama")
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
-    return path
 
 
 @pytest.mark.parametrize("pruner", ["wanda", "sparsegpt"])
