@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from bench_moe import task_slices
 
 import layerif
@@ -37,8 +36,8 @@ from layerif.data import load_examples_as
 from layerif.evaluation import evaluate_model
 from layerif.evaluation.paired import bootstrap_interval, paired_bootstrap
 from layerif.io import write_json, write_text
-from layerif.lora import finetune_lora, load_peft_adapter, lora_config
-from layerif.training import FinetuneArguments, finish, train_adapters
+from layerif.lora import finetune_adalora, finetune_lora, load_peft_adapter, lora_config
+from layerif.training import FinetuneArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -87,7 +86,13 @@ def main() -> None:
             adapter = work / task / method
             t = time.perf_counter()
             if method == "adalora":
-                info = train_adalora(model, tokenizer, examples, adapter, train_args, args)
+                summary = finetune_adalora(model, tokenizer, examples, adapter, TARGETS,
+                                           train_args, init_r=args.rank * 3 // 2,
+                                           target_r=args.rank, progress=False,
+                                           provenance={"train": train})
+                info = {"ranks": per_layer(summary["ranks"]),
+                        "loss": [h["loss"] for h in summary["history"]],
+                        "trainable": summary["trainable_parameters"]}
             else:
                 alloc = allocate_ranks(method, args.rank * 30, model, beta=args.beta,
                                        min_rank=2, multiple_of=2, model_name=MODEL,
@@ -109,48 +114,12 @@ def main() -> None:
     write_table(results, out_path.with_suffix(".md"))
 
 
-def train_adalora(model, tokenizer, examples, out_dir: Path, train_args, args) -> dict:
-    """peft's AdaLoRA at the same final budget (average rank target_r = the uniform rank, from
-    init_r = 1.5 x that), its rank update after every backward pass and its orthogonality
-    regulariser (weight 0.5, as peft adds it when the model computes the loss itself)."""
-    from peft import AdaLoraConfig, get_peft_model
-
-    steps = train_args.steps(len(examples))
-    config = AdaLoraConfig(task_type="CAUSAL_LM", init_r=args.rank * 3 // 2, target_r=args.rank,
-                           lora_alpha=2 * args.rank, lora_dropout=0.05, target_modules=TARGETS,
-                           total_step=steps, tinit=steps // 10, tfinal=steps // 5, deltaT=1)
-    torch.manual_seed(train_args.seed)
-    peft_model = get_peft_model(model, config)
-
-    def orthogonality():
-        terms = []
-        for name, p in peft_model.named_parameters():
-            if ("lora_A" in name or "lora_B" in name) and p.requires_grad:
-                cov = p @ p.T if "lora_A" in name else p.T @ p
-                terms.append(torch.norm(cov - torch.eye(cov.shape[0]), p="fro"))
-        return 0.5 * torch.stack(terms).mean()
-
-    history, _ = train_adapters(
-        peft_model, tokenizer, examples, train_args, out_dir, {"adalora": str(config)},
-        extra_loss=orthogonality,
-        after_backward=lambda step: peft_model.base_model.update_and_allocate(step),
-        progress=False)
-    peft_model.save_pretrained(out_dir)
-    finish(out_dir)
-    return {"ranks": _adalora_ranks(peft_model), "loss": [h["loss"] for h in history],
-            "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)}
-
-
-def _adalora_ranks(peft_model) -> list[int]:
-    """Per layer: the summed final rank of its seven matrices / 7 (AdaLoRA masks singular
-    values; what is left nonzero is the rank)."""
-    per_layer: dict[int, list[int]] = {}
-    for name, module in peft_model.named_modules():
-        if hasattr(module, "lora_E") and "default" in module.lora_E:
-            layer = int(name.split(".layers.")[1].split(".")[0])
-            kept = int((module.lora_E["default"].detach() != 0).sum())
-            per_layer.setdefault(layer, []).append(kept)
-    return [round(sum(v) / len(v)) for _, v in sorted(per_layer.items())]
+def per_layer(module_ranks: dict[str, int]) -> list[int]:
+    """Per decoder layer: the mean final rank of its seven matrices (rounded)."""
+    layers: dict[int, list[int]] = {}
+    for name, rank in module_ranks.items():
+        layers.setdefault(int(name.split(".layers.")[1].split(".")[0]), []).append(rank)
+    return [round(sum(v) / len(v)) for _, v in sorted(layers.items())]
 
 
 def evaluate(model, tokenizer, spec, adapter: Path) -> dict:
@@ -173,12 +142,15 @@ def write_table(results: dict, path: Path) -> None:
 
 def table(results: dict) -> str:
     """Generative accuracy per task with its bootstrap 95% interval; the mean over tasks with the
-    paired bootstrap difference against uniform (same items); lm-eval accuracy +- 1.96 stderr."""
+    paired bootstrap difference against uniform (same items); lm-eval accuracy +- 1.96 stderr;
+    the last epoch's training loss per task; trainable parameters while training (AdaLoRA
+    trains init_r triplets and ends at the uniform budget)."""
     runs = results["runs"]
     tasks = list(dict.fromkeys(k.split("/")[0] for k in runs))
     lines = ["| ranks | " + " | ".join(f"{t} gen [95% CI] / mc" for t in tasks)
-             + " | mean gen | vs uniform: diff [95% CI], p | answers given | train s |",
-             "|---" * (len(tasks) + 5) + "|"]
+             + " | mean gen | vs uniform: diff [95% CI], p | answers given | final loss "
+             "| trainable | train s |",
+             "|---" * (len(tasks) + 7) + "|"]
     for m in METHODS:
         rs = [runs.get(f"{t}/{m}") for t in tasks]
         if any(r is None for r in rs):
@@ -200,8 +172,10 @@ def table(results: dict) -> str:
         answers = "; ".join(", ".join(f"{a}" for a in sorted({str(p) for p in r["predicted"]}))
                             for r in rs)
         secs = sum(r["train_seconds"] for r in rs) / len(rs)
+        loss = " / ".join(f"{r['loss'][-1]:.3f}" for r in rs)
+        trainable = f"{rs[0]['trainable'] / 1e6:.2f}M"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {100 * mine.mean():.1f} | {versus} "
-                     f"| {answers} | {secs:.0f} |")
+                     f"| {answers} | {loss} | {trainable} | {secs:.0f} |")
     return "\n".join(lines)
 
 

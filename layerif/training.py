@@ -72,15 +72,17 @@ def train_adapters(
     key: dict,
     *,
     extra_loss: Callable[[], torch.Tensor] | None = None,
-    after_backward: Callable[[int], None] | None = None,
+    after_step: Callable[[int], None] | None = None,
     progress: bool = True,
 ) -> tuple[list[dict], float]:
     """Train `model`'s trainable parameters on `train_examples` (mean token NLL of the answers).
 
     key: what identifies the run (config, arguments); a checkpoint of `out_dir` is resumed only
     when its key equals this one. extra_loss: added to each step's loss (LoRA-MoE's balancing
-    loss). after_backward(step): called after each backward pass, before the optimiser step
-    (AdaLoRA's rank update). Returns (per-epoch history [{"epoch", "loss"}], seconds)."""
+    loss). after_step(step): called after each optimiser step while the gradients are still
+    there (AdaLoRA's rank update, which reads them and then masks the updated singular values;
+    called before the step, the step would undo its mask).
+    Returns (per-epoch history [{"epoch", "loss"}], seconds)."""
     ckpt_dir = checkpoint_dir(out_dir)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
@@ -112,9 +114,9 @@ def train_adapters(
             total = loss if extra_loss is None else loss + extra_loss().to(loss.device)
             optimizer.zero_grad()
             total.backward()
-            if after_backward is not None:
-                after_backward(step)
             optimizer.step()
+            if after_step is not None:
+                after_step(step)
             step += 1
             running.append(loss.item())
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")

@@ -244,3 +244,32 @@ def test_bad_adapter_inputs_are_one_line_errors(tiny_dir, tmp_path, capsys):
                "--model", tiny_dir, "--out", tmp_path / "r2.json") == 2
     assert "not a multiple of --multiple-of 2" in capsys.readouterr().err
     assert not (tmp_path / "r2.json").exists() and not (tmp_path / "a").exists()
+
+
+def test_adalora_prunes_to_its_budget_and_reloads(tokenizer, tmp_path):
+    """peft's rank update runs after the optimiser step: run before it, the step rewrites the
+    masked singular values and every matrix ends at init_r."""
+    from peft import PeftModel
+
+    from layerif.data import Example
+    from layerif.lora import finetune_adalora
+    from layerif.training import FinetuneArguments
+
+    examples = [Example(str(i), prompt=t[:20], completion=" " + t[20:40])
+                for i, t in enumerate(TEXTS) if len(t) > 24]
+    model = build_tiny_model("llama", len(tokenizer), layers=2)
+    out = tmp_path / "adalora"
+    summary = finetune_adalora(model, tokenizer, examples, out, ["q_proj", "v_proj"],
+                               FinetuneArguments(epochs=3, lr=1e-2, batch_size=1, seed=0),
+                               init_r=6, target_r=2, progress=False)
+    ranks = summary["ranks"]
+    assert len(ranks) == 4 and sum(ranks.values()) == 2 * 4
+    assert max(ranks.values()) <= 6 and set(ranks.values()) != {2}  # unequal, as it learned
+    saved = json.loads((out / "adapter_config.json").read_text())["rank_pattern"]
+    assert sorted(sum(v) for v in saved.values()) == sorted(ranks.values())
+    ids = tokenizer(TEXTS[0], return_tensors="pt").input_ids
+    with torch.no_grad():
+        trained = model.eval()(ids).logits
+        base = build_tiny_model("llama", len(tokenizer), layers=2)
+        reloaded = PeftModel.from_pretrained(base, str(out)).eval()(ids).logits
+    torch.testing.assert_close(reloaded, trained)
