@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from .allocation.api import (
     EXPERT_METHODS,
-    SPARSITY_METHODS,
     SparsityAllocation,
     allocate_experts,
     allocate_sparsity,
     load_scores,
     recipe_yaml,
 )
+from .allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
 from .cli_adapters import add_commands as adapter_commands
 from .cli_adapters import add_rank_kind, cmd_allocate_ranks
 from .cli_args import add_aggregate, add_device_dtype, resolve_device
@@ -32,17 +32,11 @@ def add_commands(sub) -> dict:
     sp.add_argument("--method", required=True, choices=SPARSITY_METHODS,
                     help="how ratios are allocated across layers")
     sp.add_argument("--sparsity", type=float, required=True, help="global target in [0, 1)")
-    sp.add_argument("--epsilon", type=float, default=None,
-                    help="ratios span [1-eps, 1+eps] x target (default 0.2; alphapruning 0.3)")
     sp.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
     add_aggregate(sp, None, "which saved aggregate to use (default: the file's `scores`)")
     sp.add_argument("--model", help="model (default: the one named in --scores)")
-    sp.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay (Appendix E)")
     _calibration_args(sp)
-    sp.add_argument("--owl-m", type=float, default=5.0,
-                    help="OWL: an outlier exceeds M x the mean Wanda score (default 5)")
-    sp.add_argument("--owl-lambda", type=float, default=0.08,
-                    help="OWL: ratios spread over [-lambda, +lambda] (default 0.08)")
+    _method_option_args(sp)
     sp.add_argument("--patterns", help="comma-separated per-layer patterns to choose from, "
                     "e.g. dense,1:4,2:4,3:4 (add 'unstructured' to let one layer take the exact "
                     "remainder): each layer gets the pattern nearest its allocated ratio, the "
@@ -161,6 +155,44 @@ def _calibration_args(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")
 
 
+def _option_dest(flag: str) -> str:
+    return "method_" + flag.lstrip("-").replace("-", "_")
+
+
+def _method_option_args(p) -> None:
+    """One flag per sparsity-method argument (a flag shared by several methods added once);
+    unset flags are None, so each method takes its own default."""
+    seen = set()
+    for cls in SPARSITY_METHODS.values():
+        for f in fields(cls.Arguments):
+            flag, dest = f.metadata["flag"], _option_dest(f.metadata["flag"])
+            if flag in seen:
+                continue
+            seen.add(flag)
+            if isinstance(f.default, bool):
+                p.add_argument(flag, dest=dest, action="store_const", const=not f.default,
+                               default=None, help=f.metadata["help"])
+            else:
+                kind = float if "float" in str(f.type) else int if "int" in str(f.type) else str
+                p.add_argument(flag, dest=dest, type=kind, default=None, metavar=f.name.upper(),
+                               choices=f.metadata["choices"], help=f.metadata["help"])
+
+
+def _method_options(args) -> dict:
+    """The chosen method's arguments from the command line (None where not given); a flag
+    given for another method is refused rather than ignored."""
+    own = {f.metadata["flag"]: f for f in fields(SPARSITY_METHODS[args.method].Arguments)}
+    for cls in SPARSITY_METHODS.values():
+        for f in fields(cls.Arguments):
+            flag = f.metadata["flag"]
+            if flag not in own and getattr(args, _option_dest(flag)) is not None:
+                users = [n for n, c in SPARSITY_METHODS.items()
+                         if any(g.metadata["flag"] == flag for g in fields(c.Arguments))]
+                raise LayerIFError(f"{flag} applies to method {' and '.join(users)}, not "
+                                   f"{args.method}; drop it or choose that method.")
+    return {f.name: getattr(args, _option_dest(flag)) for flag, f in own.items()}
+
+
 def _mask_structure_arg(p, help: str) -> None:
     p.add_argument("--mask-structure", nargs="?", const="2:4", default=None, metavar="N:M",
                    help=help)
@@ -173,16 +205,13 @@ def _model_name(args, scores) -> str:
     return name
 
 
-WEIGHT_METHODS = ("alphapruning", "owl", "alphalora")  # the others need only shapes
-
-
-def _allocation_model(name: str, method: str):
+def _allocation_model(name: str, needs_weights: bool):
     """(model, fingerprint): the full model where the method reads weights or activations, else
     its skeleton from the config, the fingerprint then read from the weight files."""
     from .fingerprint import fingerprint_from_files, model_fingerprint
     from .models import load_model, load_skeleton
 
-    if method in WEIGHT_METHODS:
+    if needs_weights:
         model = load_model(name, device="cpu")[0]
         return model, model_fingerprint(model, name)
     return load_skeleton(name), fingerprint_from_files(name)
@@ -196,31 +225,34 @@ def _cmd_allocate(args) -> int:
     check_writable(args.out)
     scores = load_scores(args.scores, args.aggregate) if args.scores else None
     if args.kind == "ranks":
-        model, fingerprint = _allocation_model(_model_name(args, scores), args.method)
+        model, fingerprint = _allocation_model(_model_name(args, scores),
+                                               args.method == "alphalora")
         return cmd_allocate_ranks(args, scores, model, fingerprint)
     if args.kind == "experts":
         model = fingerprint = None
         if args.model or args.method == "alphalora":
-            model, fingerprint = _allocation_model(_model_name(args, scores), args.method)
+            model, fingerprint = _allocation_model(_model_name(args, scores),
+                                                   args.method == "alphalora")
         result = allocate_experts(args.method, args.total, beta=args.beta, pattern=args.pattern,
                                   scores=scores, model=model, model_name=args.model,
                                   fingerprint=fingerprint)
         result.save(args.out)
         print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
     else:
+        options = _method_options(args)
+        make_sparsity_method(args.method, **options)  # refuse bad options before loading
         name = _model_name(args, scores)
-        model, fingerprint = _allocation_model(name, args.method)
+        needs = SPARSITY_METHODS[args.method].needs
+        model, fingerprint = _allocation_model(name, "weights" in needs)
         samples = calibration_set = None
-        if args.method == "owl":
+        if "calibration" in needs:
             samples = calibration_samples(load_tokenizer(name), args.calibration, args.nsamples,
                                           args.seqlen, args.seed)
             calibration_set = content_set(args.calibration, "calibration").to_dict()
         result = allocate_sparsity(
             args.method, args.sparsity, model=model, model_name=name, scores=scores,
-            epsilon=args.epsilon, smooth=not args.no_smooth, calibration=samples,
-            calibration_set=calibration_set, owl_m=args.owl_m, owl_lambda=args.owl_lambda,
-            fingerprint=fingerprint,
-        )
+            calibration=samples, calibration_set=calibration_set, fingerprint=fingerprint,
+            **options)
         if args.patterns:
             before = result.ratios
             result = result.with_patterns([p for p in args.patterns.split(",") if p.strip()])

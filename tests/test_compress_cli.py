@@ -10,8 +10,7 @@ import pytest
 import torch
 import yaml
 
-from layerif.allocation.owl import outlier_ratio
-from layerif.allocation.sparsity import owl_sparsity
+from layerif.allocation.sparsity_methods.owl import outlier_ratio, owl_sparsity
 from layerif.cli import main
 
 
@@ -46,7 +45,7 @@ def test_outlier_ratio_by_hand():
     np.testing.assert_allclose(ratios, [0.58, 0.42, 0.5])  # more outliers -> pruned less
 
 
-@pytest.mark.parametrize("method", ["layerif", "uniform", "alphapruning", "owl"])
+@pytest.mark.parametrize("method", ["layerif", "uniform", "alphapruning", "owl", "dlp"])
 def test_allocate_sparsity_methods(method, tiny_dir, calib, tmp_path):
     scores = write_scores(tmp_path / "s", tiny_dir, [-3.0, 5.0])
     out = tmp_path / "alloc.json"
@@ -120,6 +119,10 @@ def test_experts_command(tiny_dir, tmp_path):
          "pattern 2,5 gives 7 experts over 2 layers, not the total 6"),
         (["prune", "--allocation", "{bad_alloc}", "--pruner", "magnitude"],
          "has 3 layer ratios but"),
+        (["allocate", "sparsity", "--method", "uniform", "--sparsity", "0.5", "--owl-m", "3"],
+         "--owl-m applies to method owl, not uniform"),
+        (["allocate", "sparsity", "--method", "dlp", "--sparsity", "0.5", "--dlp-alpha", "0.6",
+          "--calibration", "no/such/file.txt"], "DLP's alpha must be in [0, 0.5], got 0.6"),
     ],
 )
 def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys, other_weights):

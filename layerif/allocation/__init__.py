@@ -10,20 +10,29 @@ from .experts import (
     mola_experts,
     uniform_experts,
 )
-from .sparsity import layerif_sparsity, scale_to_target, smooth, uniform_sparsity
+from .sparsity import mapped_sparsity, scale_to_target, smooth
+from .sparsity_methods import SPARSITY_METHODS, SparsityMethod, make_sparsity_method
+from .sparsity_methods.dlp import dlp_sparsity
+from .sparsity_methods.layerif import layerif_sparsity
+from .sparsity_methods.owl import owl_sparsity
 
 __all__ = [
     "MOLA_PATTERNS",
+    "SPARSITY_METHODS",
     "AllocationError",
+    "SparsityMethod",
     "alphalora_experts",
     "block_alphas",
+    "dlp_sparsity",
     "largest_remainder",
     "layerif_experts",
     "layerif_sparsity",
+    "make_sparsity_method",
+    "mapped_sparsity",
     "mola_experts",
+    "owl_sparsity",
     "pl_alpha_hill",
     "scale_to_target",
     "smooth",
     "uniform_experts",
-    "uniform_sparsity",
 ]

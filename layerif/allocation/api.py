@@ -34,9 +34,8 @@ from .experts import (
     uniform_experts,
 )
 from .ranks import RANK_METHODS, alphalora_ranks, layerif_ranks, uniform_ranks
-from .sparsity import alphapruning_sparsity, layerif_sparsity, owl_sparsity, uniform_sparsity
+from .sparsity_methods import SparsityInputs, make_sparsity_method
 
-SPARSITY_METHODS = ("layerif", "uniform", "owl", "alphapruning")
 EXPERT_METHODS = ("layerif", "uniform", "mola", "alphalora")
 
 
@@ -226,54 +225,33 @@ def allocate_sparsity(
     model=None,
     model_name: str | None = None,
     scores: dict | None = None,
-    epsilon: float | None = None,
-    smooth: bool = True,
     calibration: list | None = None,
     calibration_set: dict | None = None,
-    owl_m: float = 5.0,
-    owl_lambda: float = 0.08,
     fingerprint: dict | None = None,
+    **options,
 ) -> SparsityAllocation:
-    """model: the causal LM (parameter counts; a `models.load_skeleton` suffices for layerif
-    and uniform; weights for alphapruning; calibration samples for owl, whose content set
-    `calibration_set` is recorded). scores: a loaded scores.json (method layerif).
-    fingerprint: the model's (fingerprint.py); scores made for other weights are refused."""
-    if method not in SPARSITY_METHODS:
-        raise AllocationError(
-            f"unknown method {method!r}; use one of {', '.join(SPARSITY_METHODS)}."
-        )
+    """Per-layer ratios by the registered sparsity method `method` (sparsity_methods/), its
+    arguments from `options` (e.g. epsilon=0.3; None = the default). model: the causal LM (a
+    `models.load_skeleton` suffices unless the method needs weights or calibration);
+    scores: a loaded scores.json (methods that need scores); calibration: token windows, whose
+    content set `calibration_set` is recorded. fingerprint: the model's (fingerprint.py);
+    scores made for other weights are refused."""
+    chosen = make_sparsity_method(method, **options)
     if model is None:
         raise AllocationError("sparsity allocation needs the model (prunable parameter counts).")
     blocks = discover_blocks(model)
-    P = prunable_params(model)
-    params: dict = {}
-    if method == "layerif":
+    if "scores" in chosen.needs:
         if scores is None:
-            raise AllocationError("method layerif needs --scores DIR/scores.json.")
+            raise AllocationError(f"method {method} needs --scores DIR/scores.json.")
         _check_scores_match(scores, fingerprint, len(blocks))
-        eps = 0.2 if epsilon is None else epsilon
-        ratios = layerif_sparsity(layer_profile(scores, use_abs=True), sparsity, P, eps,
-                                  use_smoothing=smooth)
-        params = {"epsilon": eps, "smooth": smooth, "scores": scores["_path"],
-                  "aggregate": scores.get("aggregate")}
-    elif method == "uniform":
-        ratios = uniform_sparsity(len(blocks), sparsity)
-    elif method == "alphapruning":
-        eps = 0.3 if epsilon is None else epsilon
-        alphas = block_alphas(blocks)
-        ratios = alphapruning_sparsity(alphas, sparsity, P, eps)
-        params = {"epsilon": eps, "alphas": alphas.tolist()}
-    else:  # owl
-        from .owl import owl_outlier_ratios
-
-        if not calibration:
-            raise AllocationError("method owl needs calibration samples.")
-        D = owl_outlier_ratios(model, calibration, owl_m)
-        ratios = owl_sparsity(D, sparsity, owl_lambda)
-        params = {"m": owl_m, "lambda": owl_lambda, "outlier_ratios": D.tolist()}
+    if "calibration" in chosen.needs and not calibration:
+        raise AllocationError(f"method {method} needs calibration samples.")
+    P = prunable_params(model)
+    ratios, params = chosen.ratios(sparsity, SparsityInputs(
+        model, blocks, P, scores if "scores" in chosen.needs else None, calibration))
     Pa = np.asarray(P, dtype=np.float64)
-    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
-    if calibration_set and method == "owl":
+    inherited, sets = _scores_lineage(scores if "scores" in chosen.needs else None)
+    if calibration_set and "calibration" in chosen.needs:
         sets.append(calibration_set)
     return SparsityAllocation(
         method=method, parameters=params, model=model_name or "", layers=[b.index for b in blocks],

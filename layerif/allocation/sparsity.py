@@ -1,11 +1,11 @@
-"""Per-layer sparsity ratios for pruning (SPEC section 3).
+"""The arithmetic that sparsity methods share (SPEC section 3); the methods themselves are in
+sparsity_methods/, one file each.
 
-LayerIF: x = |S|, min-max, Savitzky-Golay (window 7, order 3, mode "interp"; the window shrinks
-to an odd number <= L), min-max again, phi_l = (1 - eps) + 2 eps x_l, and
+A method's per-layer values x are mapped to phi_l = (1 - eps) + 2 eps minmax(x)_l and
 s_l = phi_l * s * sum P / sum(P * phi)  (P_l = prunable parameters of layer l)
 so that sum_l P_l s_l = s sum_l P_l exactly. Ratios are kept in [0, max_ratio] by clipping and
 re-distributing the excess over the unclipped layers, so the global target still holds (the
-reference clipped after scaling and broke it). Higher |score| -> pruned more.
+LayerIF reference clipped after scaling and broke it). Higher value -> pruned more.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import savgol_filter
 
-from .experts import AllocationError, refuse_flat
+from .experts import AllocationError
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
+def minmax(x: np.ndarray) -> np.ndarray:
     span = x.max() - x.min()
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
@@ -32,7 +32,7 @@ def smooth(x: np.ndarray, window: int = 7, polyorder: int = 3) -> np.ndarray:
     return savgol_filter(x, w, p, mode="interp")
 
 
-def _check_target(sparsity: float, max_ratio: float) -> None:
+def check_target(sparsity: float, max_ratio: float) -> None:
     if not 0 <= sparsity < 1:
         raise AllocationError(f"sparsity must be in [0, 1), got {sparsity}.")
     if not max_ratio < 1:
@@ -50,7 +50,7 @@ def scale_to_target(
 ) -> np.ndarray:
     """Ratios proportional to phi with parameter-weighted mean exactly `sparsity`, each in
     [0, max_ratio]; layers that would exceed max_ratio are clipped and the rest rescaled."""
-    _check_target(sparsity, max_ratio)
+    check_target(sparsity, max_ratio)
     phi = np.asarray(phi, dtype=np.float64)
     P = np.asarray(params, dtype=np.float64)
     if phi.shape != P.shape or (phi < 0).any() or (P <= 0).any():
@@ -87,55 +87,5 @@ def mapped_sparsity(
     x = np.asarray(values, dtype=np.float64)
     if not np.isfinite(x).all():
         raise AllocationError("scores must be finite.")
-    phi = (1 - epsilon) + 2 * epsilon * _minmax(x)
+    phi = (1 - epsilon) + 2 * epsilon * minmax(x)
     return scale_to_target(phi, sparsity, params, max_ratio)
-
-
-def layerif_sparsity(
-    scores: Sequence[float],
-    sparsity: float,
-    params: Sequence[float],
-    epsilon: float = 0.2,
-    use_smoothing: bool = True,
-    max_ratio: float = 0.99,
-) -> np.ndarray:
-    """LayerIF's per-layer sparsity ratios from layer scores (|S|, min-max, Savitzky-Golay)."""
-    s = np.asarray(scores, dtype=np.float64)
-    if not np.isfinite(s).all():
-        raise AllocationError("scores must be finite.")
-    refuse_flat(np.abs(s))
-    x = _minmax(np.abs(s))
-    if use_smoothing:
-        x = smooth(x)
-    return mapped_sparsity(x, sparsity, params, epsilon, max_ratio)
-
-
-def alphapruning_sparsity(
-    alphas: Sequence[float], sparsity: float, params: Sequence[float], epsilon: float = 0.3,
-    max_ratio: float = 0.99,
-) -> np.ndarray:
-    """AlphaPruning: block-mean PL_Alpha_Hill, higher alpha (less well trained) pruned more."""
-    return mapped_sparsity(alphas, sparsity, params, epsilon, max_ratio)
-
-
-def owl_sparsity(
-    outlier_ratios: Sequence[float], sparsity: float, lam: float = 0.08
-) -> np.ndarray:
-    """OWL: outlier ratios D_l min-max normalised to [0, 2 lam]; density_l = D_l - mean(D) +
-    (1 - s); s_l = 1 - density_l. More outliers -> pruned less. (The mean ratio is exactly s;
-    the parameter-weighted mean equals it when blocks are equally large, as in these models.)"""
-    _check_target(sparsity, 0.99)
-    if not 0 <= lam <= 0.5:
-        raise AllocationError(f"OWL's lambda must be in [0, 0.5], got {lam}.")
-    D = _minmax(np.asarray(outlier_ratios, dtype=np.float64)) * 2 * lam
-    ratios = 1 - (D - D.mean() + (1 - sparsity))
-    if (ratios < 0).any() or (ratios >= 1).any():
-        raise AllocationError(
-            f"OWL ratios leave [0, 1) for sparsity {sparsity} and lambda {lam}; lower lambda."
-        )
-    return ratios
-
-
-def uniform_sparsity(n_layers: int, sparsity: float) -> np.ndarray:
-    _check_target(sparsity, max(sparsity, 0.99))
-    return np.full(n_layers, float(sparsity))

@@ -1,0 +1,16 @@
+"""Sparsity allocation methods, one file each, registered by name (base.py)."""
+
+# Importing the method modules registers them.
+from . import alphapruning, dlp, layerif, owl, uniform  # noqa: F401
+from .base import (
+    NEEDS,
+    SPARSITY_METHODS,
+    SparsityInputs,
+    SparsityMethod,
+    make_sparsity_method,
+    method_options,
+    register,
+)
+
+__all__ = ["NEEDS", "SPARSITY_METHODS", "SparsityInputs", "SparsityMethod",
+           "make_sparsity_method", "method_options", "register"]

@@ -1,0 +1,94 @@
+"""Sparsity-allocation interface, registry and arguments.
+
+A sparsity method maps what it reads about a model (layer scores, weight spectra, calibration
+activations) to one pruning ratio per decoder block whose parameter-weighted mean is the global
+target. Adding a method is one small file: an `Arguments` dataclass (validated in
+`__post_init__`, its fields' metadata giving the CLI flag and help), a subclass of
+`SparsityMethod` with `name`, `needs` and `ratios`, decorated with `@register`. The CLI and the
+experiment runner iterate over `SPARSITY_METHODS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..experts import AllocationError
+
+# What a method may read; the CLI loads only what the chosen method needs.
+NEEDS = ("scores", "weights", "calibration")
+
+
+@dataclass
+class SparsityInputs:
+    """model: the causal LM (a skeleton from its config suffices unless the method needs
+    "weights" or "calibration"); blocks: `models.discover_blocks(model)`; params: prunable
+    parameters per block (P_l); scores: a loaded scores.json; calibration: token windows, each
+    a (1, T) tensor."""
+
+    model: nn.Module
+    blocks: list
+    params: list[int]
+    scores: dict | None = None
+    calibration: Sequence[torch.Tensor] | None = None
+
+
+@dataclass
+class NoArguments:
+    """A method without options."""
+
+
+def option(default, flag: str, help: str, choices: tuple | None = None):  # noqa: A002
+    """A method argument: its default, the CLI flag that sets it (shared by methods whose
+    argument has the same name), that flag's help, and its allowed values."""
+    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices})
+
+
+class SparsityMethod(ABC):
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+    Arguments: ClassVar[type] = NoArguments
+
+    def __init__(self, args=None):
+        self.args = args if args is not None else self.Arguments()
+
+    @abstractmethod
+    def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
+        """(ratios (n_blocks,) in [0, 1), higher = pruned more; what to record of how they
+        were made: the arguments and the per-layer statistics read)."""
+
+
+SPARSITY_METHODS: dict[str, type[SparsityMethod]] = {}
+
+
+def register(cls: type[SparsityMethod]) -> type[SparsityMethod]:
+    SPARSITY_METHODS[cls.name] = cls
+    return cls
+
+
+def method_options(name: str) -> list:
+    """The dataclass fields of method `name`'s arguments."""
+    return list(fields(SPARSITY_METHODS[name].Arguments))
+
+
+def make_sparsity_method(name: str, **options) -> SparsityMethod:
+    """The registered method `name` with its arguments from `options` (None = the default);
+    an option the method does not take is refused, naming the ones it does."""
+    if name not in SPARSITY_METHODS:
+        raise AllocationError(
+            f"unknown sparsity method {name!r}; use one of {', '.join(SPARSITY_METHODS)}.")
+    cls = SPARSITY_METHODS[name]
+    known = {f.name for f in fields(cls.Arguments)}
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise AllocationError(
+            f"method {name} takes no option {', '.join(unknown)} (it takes "
+            f"{', '.join(sorted(known)) or 'none'}).")
+    return cls(cls.Arguments(**given))

@@ -1,0 +1,77 @@
+"""DLP, Dynamic Layerwise Pruning (Chen et al., ICML 2025, arXiv 2505.23807).
+
+A block's unimportance U_l is a statistic of its Wanda scores |W_ij| * ||X_j||_2 on calibration
+data (all its matrices together; the paper uses the median, `--dlp-statistic mean` takes the
+mean). Its relative importance I_l = 1 - U_l / sum U, min-max scaled to D_l in [0, 2 alpha],
+sets the keep ratio (1 - s) + D_l - mean(D): more important blocks keep more, so
+    s_l = s - (D_l - mean_P(D)),
+with mean_P the parameter-weighted mean, so that sum_l P_l s_l = s sum_l P_l exactly (the
+reference subtracts the plain mean, the same when blocks are equally large). alpha defaults to
+the paper's settings, 0.04 at 50% and 0.15 at 70% sparsity, linear in between and held outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..experts import AllocationError
+from ..sparsity import check_target, minmax
+from .base import SparsityInputs, SparsityMethod, option, register
+from .wanda_scores import block_wanda_statistic
+
+STATISTICS = {"median": lambda s: s.median(), "mean": lambda s: s.mean()}
+
+
+@dataclass
+class DLPArguments:
+    alpha: float | None = option(None, "--dlp-alpha", "DLP: keep ratios spread over "
+                                 "[0, 2 alpha] (default 0.04 at 50%%, 0.15 at 70%% sparsity, "
+                                 "linear in between)")
+    statistic: str = option("median", "--dlp-statistic", "DLP: a block's unimportance, the "
+                            "median (the paper) or mean of its Wanda scores",
+                            choices=("median", "mean"))
+
+    def __post_init__(self) -> None:
+        if self.alpha is not None and not 0 <= self.alpha <= 0.5:
+            raise AllocationError(f"DLP's alpha must be in [0, 0.5], got {self.alpha}.")
+        if self.statistic not in STATISTICS:
+            raise AllocationError(f"DLP's statistic must be one of {', '.join(STATISTICS)}, "
+                                  f"got {self.statistic!r}.")
+
+
+def default_alpha(sparsity: float) -> float:
+    """The paper's alpha: 0.04 at 50%, 0.15 at 70%, linear in between, held outside."""
+    return float(np.interp(sparsity, [0.5, 0.7], [0.04, 0.15]))
+
+
+def dlp_sparsity(unimportance: Sequence[float], sparsity: float, params: Sequence[float],
+                 alpha: float) -> np.ndarray:
+    """DLP's ratios from the per-block unimportance U_l (> 0); higher U -> pruned more."""
+    check_target(sparsity, 0.99)
+    U = np.asarray(unimportance, dtype=np.float64)
+    P = np.asarray(params, dtype=np.float64)
+    if U.shape != P.shape or not np.isfinite(U).all() or (U <= 0).any():
+        raise AllocationError("DLP needs one finite, positive unimportance per block.")
+    D = minmax(1 - U / U.sum()) * 2 * alpha
+    ratios = sparsity - (D - (P * D).sum() / P.sum())
+    if (ratios < 0).any() or (ratios >= 1).any():
+        raise AllocationError(f"DLP ratios leave [0, 1) for sparsity {sparsity} and alpha "
+                              f"{alpha}; lower --dlp-alpha.")
+    return ratios
+
+
+@register
+class DLP(SparsityMethod):
+    name = "dlp"
+    needs = ("weights", "calibration")
+    Arguments = DLPArguments
+
+    def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
+        alpha = default_alpha(sparsity) if self.args.alpha is None else self.args.alpha
+        U = block_wanda_statistic(inputs.model, inputs.calibration,
+                                  STATISTICS[self.args.statistic])
+        return (dlp_sparsity(U, sparsity, inputs.params, alpha),
+                {"alpha": alpha, "statistic": self.args.statistic, "unimportance": U.tolist()})

@@ -1,0 +1,33 @@
+"""Per-block statistics of the Wanda scores |W_ij| * ||X_j||_2 on calibration data, shared by
+OWL (the outlier ratio) and DLP (the median or mean)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...pruning.calibration import capture_block_inputs, run_blocks
+from ...pruning.prune import InputStatistics, oriented_weight
+
+
+@torch.no_grad()
+def block_wanda_statistic(model: nn.Module, samples: Sequence[torch.Tensor],
+                          statistic: Callable[[torch.Tensor], float]) -> np.ndarray:
+    """statistic(scores) per block, `scores` the Wanda scores of all its matrices flattened
+    together (float32), with each block's inputs from the dense model run block by block."""
+    captured = capture_block_inputs(model, samples)
+    values = []
+
+    def on_block(_i, spec, _module, forward_all):
+        stats = InputStatistics.collect(spec.matrices, forward_all)
+        scores = torch.cat([
+            (oriented_weight(mat).abs().float() * stats.sq_norms[mat.name].sqrt()[None]).flatten()
+            for mat in spec.matrices
+        ])
+        values.append(float(statistic(scores)))
+
+    run_blocks(model, captured, on_block)
+    return np.array(values, dtype=np.float64)
