@@ -45,13 +45,16 @@ def test_outlier_ratio_by_hand():
     np.testing.assert_allclose(ratios, [0.58, 0.42, 0.5])  # more outliers -> pruned less
 
 
-@pytest.mark.parametrize("method", ["layerif", "uniform", "alphapruning", "owl", "dlp"])
+METHOD_ARGS = {"atp": ["--atp-held", 1, "--atp-grid", "0,1"]}
+
+
+@pytest.mark.parametrize("method", ["layerif", "uniform", "alphapruning", "owl", "dlp", "atp"])
 def test_allocate_sparsity_methods(method, tiny_dir, calib, tmp_path):
     scores = write_scores(tmp_path / "s", tiny_dir, [-3.0, 5.0])
     out = tmp_path / "alloc.json"
     assert run("allocate", "sparsity", "--method", method, "--sparsity", 0.5, "--model",
                tiny_dir, "--scores", scores, "--calibration", calib, "--nsamples", 4,
-               "--seqlen", 16, "--out", out) == 0
+               "--seqlen", 16, *METHOD_ARGS.get(method, []), "--out", out) == 0
     alloc = json.loads(out.read_text())
     P = np.array(alloc["params_per_layer"])
     assert alloc["method"] == method and len(alloc["ratios"]) == 2
@@ -123,10 +126,13 @@ def test_experts_command(tiny_dir, tmp_path):
          "--owl-m applies to method owl, not uniform"),
         (["allocate", "sparsity", "--method", "dlp", "--sparsity", "0.5", "--dlp-alpha", "0.6",
           "--calibration", "no/such/file.txt"], "DLP's alpha must be in [0, 0.5], got 0.6"),
+        (["allocate", "sparsity", "--method", "atp", "--sparsity", "0.5", "--nsamples", "4",
+          "--seqlen", "16", "--calibration", "{calib}"], "needs more than that; got 4"),
     ],
 )
-def test_allocation_errors(argv, message, tiny_dir, tmp_path, capsys, other_weights):
+def test_allocation_errors(argv, message, tiny_dir, calib, tmp_path, capsys, other_weights):
     paths = {
+        "calib": calib,
         "other": write_scores(tmp_path / "o", "other/model", [1.0, 2.0], other_weights),
         "three": write_scores(tmp_path / "t", tiny_dir, [1.0, 2.0, 3.0]),
         "two": write_scores(tmp_path / "w", tiny_dir, [1.0, 2.0]),

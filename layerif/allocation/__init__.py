@@ -12,6 +12,7 @@ from .experts import (
 )
 from .sparsity import mapped_sparsity, scale_to_target, smooth
 from .sparsity_methods import SPARSITY_METHODS, SparsityMethod, make_sparsity_method
+from .sparsity_methods.atp import atp_sparsity
 from .sparsity_methods.dlp import dlp_sparsity
 from .sparsity_methods.layerif import layerif_sparsity
 from .sparsity_methods.owl import owl_sparsity
@@ -22,6 +23,7 @@ __all__ = [
     "AllocationError",
     "SparsityMethod",
     "alphalora_experts",
+    "atp_sparsity",
     "block_alphas",
     "dlp_sparsity",
     "largest_remainder",
