@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from .allocation.api import (
     EXPERT_METHODS,
@@ -22,6 +22,8 @@ from .cli_adapters import add_rank_kind, cmd_allocate_ranks
 from .cli_args import add_aggregate, add_device_dtype, resolve_device
 from .data.calibration import DEFAULT_CALIBRATION, DEFAULT_PERPLEXITY, calibration_samples
 from .errors import LayerIFError
+from .options import add_flags, chosen_options
+from .pruning.pruners import PRUNERS, make_pruner
 
 
 def add_commands(sub) -> dict:
@@ -36,7 +38,7 @@ def add_commands(sub) -> dict:
     add_aggregate(sp, None, "which saved aggregate to use (default: the file's `scores`)")
     sp.add_argument("--model", help="model (default: the one named in --scores)")
     _calibration_args(sp)
-    _method_option_args(sp)
+    add_flags(sp, SPARSITY_METHODS)
     sp.add_argument("--patterns", help="comma-separated per-layer patterns to choose from, "
                     "e.g. dense,1:4,2:4,3:4 (add 'unstructured' to let one layer take the exact "
                     "remainder): each layer gets the pattern nearest its allocated ratio, the "
@@ -61,13 +63,14 @@ def add_commands(sub) -> dict:
     pr = sub.add_parser("prune", help="prune a model with an allocation (HF folder + pruning.json)")
     pr.add_argument("--model", required=True, help="the model to prune (name, folder, .gguf)")
     pr.add_argument("--allocation", required=True, help="alloc.json")
-    pr.add_argument("--pruner", required=True, choices=("magnitude", "wanda", "sparsegpt"),
+    pr.add_argument("--pruner", required=True, choices=list(PRUNERS),
                     help="how weights are chosen within a layer")
     _mask_structure_arg(pr, "prune every layer N:M (N zeros in every M consecutive inputs of "
                         "a row; 2:4 when given alone); the allocation must be uniform at N/M. "
                         "For per-layer patterns use `allocate sparsity --patterns`")
     _calibration_args(pr)
     add_device_dtype(pr, "where each block is pruned (the model waits on the CPU)")
+    add_flags(pr, PRUNERS)
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
     pr.add_argument("--out", required=True, help="output folder (a Hugging Face model folder)")
 
@@ -155,44 +158,6 @@ def _calibration_args(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")
 
 
-def _option_dest(flag: str) -> str:
-    return "method_" + flag.lstrip("-").replace("-", "_")
-
-
-def _method_option_args(p) -> None:
-    """One flag per sparsity-method argument (a flag shared by several methods added once);
-    unset flags are None, so each method takes its own default."""
-    seen = set()
-    for cls in SPARSITY_METHODS.values():
-        for f in fields(cls.Arguments):
-            flag, dest = f.metadata["flag"], _option_dest(f.metadata["flag"])
-            if flag in seen:
-                continue
-            seen.add(flag)
-            if isinstance(f.default, bool):
-                p.add_argument(flag, dest=dest, action="store_const", const=not f.default,
-                               default=None, help=f.metadata["help"])
-            else:
-                kind = float if "float" in str(f.type) else int if "int" in str(f.type) else str
-                p.add_argument(flag, dest=dest, type=kind, default=None, metavar=f.name.upper(),
-                               choices=f.metadata["choices"], help=f.metadata["help"])
-
-
-def _method_options(args) -> dict:
-    """The chosen method's arguments from the command line (None where not given); a flag
-    given for another method is refused rather than ignored."""
-    own = {f.metadata["flag"]: f for f in fields(SPARSITY_METHODS[args.method].Arguments)}
-    for cls in SPARSITY_METHODS.values():
-        for f in fields(cls.Arguments):
-            flag = f.metadata["flag"]
-            if flag not in own and getattr(args, _option_dest(flag)) is not None:
-                users = [n for n, c in SPARSITY_METHODS.items()
-                         if any(g.metadata["flag"] == flag for g in fields(c.Arguments))]
-                raise LayerIFError(f"{flag} applies to method {' and '.join(users)}, not "
-                                   f"{args.method}; drop it or choose that method.")
-    return {f.name: getattr(args, _option_dest(flag)) for flag, f in own.items()}
-
-
 def _mask_structure_arg(p, help: str) -> None:
     p.add_argument("--mask-structure", nargs="?", const="2:4", default=None, metavar="N:M",
                    help=help)
@@ -239,7 +204,7 @@ def _cmd_allocate(args) -> int:
         result.save(args.out)
         print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
     else:
-        options = _method_options(args)
+        options = chosen_options(args, SPARSITY_METHODS, args.method, "method")
         make_sparsity_method(args.method, **options)  # refuse bad options before loading
         name = _model_name(args, scores)
         needs = SPARSITY_METHODS[args.method].needs
@@ -278,11 +243,13 @@ def _cmd_prune(args) -> int:
     from .pruning.prune import prune_model, save_pruned
 
     check_writable(args.out)
+    pruner_options = chosen_options(args, PRUNERS, args.pruner, "pruner")
+    pruner = make_pruner(args.pruner, **pruner_options)
     alloc = SparsityAllocation.load(args.allocation)
     patterns = _prune_patterns(alloc, args.allocation, args.mask_structure)
     recorded = allocation_sets(asdict(alloc), args.allocation)
     calibration = None
-    if args.pruner != "magnitude":  # refuse leaking calibration data before loading anything
+    if pruner.needs_calibration:  # refuse leaking calibration data before loading anything
         calibration_set = content_set(args.calibration, "calibration")
         check_disjoint([calibration_set], recorded)
         recorded.append(calibration_set)
@@ -303,11 +270,12 @@ def _cmd_prune(args) -> int:
         samples = calibration_samples(tokenizer, args.calibration, args.nsamples, args.seqlen,
                                       args.seed)
     load_s = time.perf_counter() - start
-    report = prune_model(model, alloc.ratios, args.pruner, samples,
+    report = prune_model(model, alloc.ratios, pruner, samples,
                          device=resolve_device(args.device), progress=not args.quiet,
                          patterns=patterns)
     info = {
-        "model": args.model, "pruner": args.pruner, "allocation": asdict(alloc),
+        "model": args.model, "pruner": args.pruner, "pruner_arguments": asdict(pruner.args),
+        "allocation": asdict(alloc),
         "patterns": patterns, "mask_structure": args.mask_structure,
         "calibration": calibration, "achieved": report.achieved,
         "global_achieved": _global(report.achieved, model),

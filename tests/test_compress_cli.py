@@ -75,6 +75,7 @@ def test_prune_and_recipe(tiny_dir, calib, tmp_path):
                "--out", out) == 0
     info = json.loads((out / "pruning.json").read_text())
     assert abs(info["global_achieved"] - 0.6) < 0.01 and info["calibration"]["nsamples"] == 4
+    assert info["pruner"] == "wanda" and info["pruner_arguments"] == {}
     model = AutoModelForCausalLM.from_pretrained(out)
     ratios = json.loads(alloc.read_text())["ratios"]
     q0 = model.model.layers[0].self_attn.q_proj.weight
@@ -126,6 +127,8 @@ def test_experts_command(tiny_dir, tmp_path):
          "--owl-m applies to method owl, not uniform"),
         (["allocate", "sparsity", "--method", "dlp", "--sparsity", "0.5", "--dlp-alpha", "0.6",
           "--calibration", "no/such/file.txt"], "DLP's alpha must be in [0, 0.5], got 0.6"),
+        (["prune", "--allocation", "{bad_alloc}", "--pruner", "wanda", "--sparsegpt-damping",
+          "0.1"], "--sparsegpt-damping applies to pruner sparsegpt, not wanda"),
         (["allocate", "sparsity", "--method", "atp", "--sparsity", "0.5", "--nsamples", "4",
           "--seqlen", "16", "--calibration", "{calib}"], "needs more than that; got 4"),
     ],

@@ -6,10 +6,12 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, TEXTS, build_tiny_model
 
+from layerif.errors import LayerIFError
 from layerif.models import discover_blocks
 from layerif.pruning import (
     capture_block_inputs,
     magnitude_prune,
+    make_pruner,
     oriented_weight,
     prune_model,
     run_blocks,
@@ -121,7 +123,23 @@ def test_pruning_errors(tokenizer):
         prune_model(model, [0.5], "magnitude", progress=False)
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         prune_model(model, [0.5, 1.0], "magnitude", progress=False)
-    with pytest.raises(ValueError, match="unknown pruner"):
+    with pytest.raises(LayerIFError, match="unknown pruner 'random'; use one of magnitude"):
         prune_model(model, [0.5, 0.5], "random", progress=False)
+    with pytest.raises(LayerIFError, match="takes no option blocksize"):
+        make_pruner("wanda", blocksize=64)
     with pytest.raises(ValueError, match="calibration samples"):
         prune_model(model, [0.5, 0.5], "wanda", progress=False)
+
+
+def test_pruner_arguments_reach_the_pruner():
+    from layerif.pruning import InputStatistics
+
+    gen = torch.Generator().manual_seed(0)
+    W, X = torch.randn(6, 32, generator=gen), torch.randn(50, 32, generator=gen)
+    stats = InputStatistics(need_hessian=True, hessians={"w": X.T @ X}, tokens={"w": 50})
+    tuned = make_pruner("sparsegpt", blocksize=8, damping=0.05).prune(W, 0.5, stats, "w")
+    torch.testing.assert_close(tuned, sparsegpt_prune(W, 0.5, stats.hessian("w"), 8, 0.05),
+                               rtol=0, atol=0)
+    assert not torch.equal(tuned, make_pruner("sparsegpt").prune(W, 0.5, stats, "w"))
+    with pytest.raises(LayerIFError, match="blocksize >= 1"):
+        make_pruner("sparsegpt", blocksize=0)

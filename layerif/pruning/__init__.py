@@ -2,15 +2,17 @@
 
 from .calibration import CapturedInputs, capture_block_inputs, run_blocks
 from .prune import InputStatistics, PruningReport, oriented_weight, prune_model
-from .pruners import PRUNERS, magnitude_prune, sparsegpt_prune, wanda_prune
+from .pruners import PRUNERS, Pruner, magnitude_prune, make_pruner, sparsegpt_prune, wanda_prune
 
 __all__ = [
     "PRUNERS",
     "CapturedInputs",
     "InputStatistics",
+    "Pruner",
     "PruningReport",
     "capture_block_inputs",
     "magnitude_prune",
+    "make_pruner",
     "oriented_weight",
     "prune_model",
     "run_blocks",

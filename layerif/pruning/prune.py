@@ -13,14 +13,7 @@ from tqdm.auto import tqdm
 
 from ..models import Matrix, discover_blocks
 from .calibration import capture_block_inputs, run_blocks
-from .pruners import (
-    PRUNERS,
-    Structure,
-    magnitude_prune,
-    parse_structure,
-    sparsegpt_prune,
-    wanda_prune,
-)
+from .pruners import Pruner, Structure, make_pruner, parse_structure
 
 
 def oriented_weight(matrix: Matrix) -> torch.Tensor:
@@ -81,15 +74,11 @@ def layer_structure(pattern: str) -> Structure | str:
     return "dense" if pattern == "dense" else parse_structure(pattern)
 
 
-def prune_matrix(W: torch.Tensor, ratio: float, pruner: str, stats: InputStatistics | None,
-                 name: str, structure: Structure = None) -> torch.Tensor:
-    if pruner == "magnitude":
-        return magnitude_prune(W, ratio, structure)
-    if pruner == "wanda":
-        return wanda_prune(W, ratio, stats.sq_norms[name], structure)
-    if pruner == "sparsegpt":
-        return sparsegpt_prune(W, ratio, stats.hessian(name), structure=structure)
-    raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+def prune_matrix(W: torch.Tensor, ratio: float, pruner: str | Pruner,
+                 stats: InputStatistics | None, name: str, structure: Structure = None
+                 ) -> torch.Tensor:
+    """W pruned by `pruner` (a name in PRUNERS or a Pruner); see Pruner.prune."""
+    return make_pruner(pruner).prune(W, ratio, stats, name, structure)
 
 
 PRUNING_FILE = "pruning.json"
@@ -110,7 +99,7 @@ def save_pruned(model: nn.Module, tokenizer, out_dir, info: dict) -> Path:
 def prune_model(
     model: nn.Module,
     ratios: Sequence[float],
-    pruner: str,
+    pruner: str | Pruner,
     samples: Sequence[torch.Tensor] = (),
     device: str | None = None,
     progress: bool = True,
@@ -119,9 +108,8 @@ def prune_model(
     """Prune every block's matrices to that block's ratio, in place. samples: calibration token
     tensors (needed by wanda and sparsegpt). patterns: per block "unstructured" (the ratio),
     "dense" (left alone) or "N:M" (N zeros in every M consecutive inputs of a row); empty for
-    unstructured everywhere."""
-    if pruner not in PRUNERS:
-        raise ValueError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNERS)}")
+    unstructured everywhere. pruner: a name in PRUNERS (default arguments) or a Pruner."""
+    pruner = make_pruner(pruner)
     blocks = discover_blocks(model)
     if len(ratios) != len(blocks) or (patterns and len(patterns) != len(blocks)):
         raise ValueError(f"{len(ratios)} ratios / {len(patterns)} patterns for a model with "
@@ -137,21 +125,21 @@ def prune_model(
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    if pruner == "magnitude":
-        for block in tqdm(blocks, desc="magnitude", disable=not progress, leave=False):
+    if not pruner.needs_calibration:
+        for block in tqdm(blocks, desc=pruner.name, disable=not progress, leave=False):
             prune_block(block.index, block.matrices, None)
         seconds["prune"] = time.perf_counter() - start
     else:
         if not samples:
-            raise ValueError(f"{pruner} needs calibration samples")
+            raise ValueError(f"{pruner.name} needs calibration samples")
         captured = capture_block_inputs(model, samples)
         seconds["capture"] = time.perf_counter() - start
-        bar = tqdm(total=len(blocks), desc=pruner, disable=not progress, leave=False)
+        bar = tqdm(total=len(blocks), desc=pruner.name, disable=not progress, leave=False)
 
         def on_block(i, spec, _module, forward_all):
             if structures[i] != "dense":
                 stats = InputStatistics.collect(spec.matrices, forward_all,
-                                                pruner == "sparsegpt")
+                                                pruner.statistics == "hessian")
                 prune_block(i, spec.matrices, stats)
             bar.update()
 
@@ -161,4 +149,5 @@ def prune_model(
     achieved = {
         m.name: float((m.module.weight == 0).float().mean()) for b in blocks for m in b.matrices
     }
-    return PruningReport(pruner, [float(r) for r in ratios], achieved, seconds, list(patterns))
+    return PruningReport(pruner.name, [float(r) for r in ratios], achieved, seconds,
+                         list(patterns))

@@ -8,9 +8,8 @@ from .base import (
     SparsityInputs,
     SparsityMethod,
     make_sparsity_method,
-    method_options,
     register,
 )
 
 __all__ = ["NEEDS", "SPARSITY_METHODS", "SparsityInputs", "SparsityMethod",
-           "make_sparsity_method", "method_options", "register"]
+           "make_sparsity_method", "register"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...options import option
 from ..alpha import block_alphas
 from ..sparsity import mapped_sparsity
-from .base import SparsityInputs, SparsityMethod, option, register
+from .base import SparsityInputs, SparsityMethod, register
 
 
 @dataclass

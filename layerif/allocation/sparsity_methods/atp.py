@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...options import option
 from ..experts import AllocationError
 from ..sparsity import check_target
-from .base import SparsityInputs, SparsityMethod, option, register
+from .base import SparsityInputs, SparsityMethod, register
 
 MAX_RATIO = 0.99
 

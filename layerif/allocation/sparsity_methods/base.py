@@ -4,7 +4,8 @@ A sparsity method maps what it reads about a model (layer scores, weight spectra
 activations) to one pruning ratio per decoder block whose parameter-weighted mean is the global
 target. Adding a method is one small file: an `Arguments` dataclass (validated in
 `__post_init__`, its fields' metadata giving the CLI flag and help), a subclass of
-`SparsityMethod` with `name`, `needs` and `ratios`, decorated with `@register`. The CLI and the
+`SparsityMethod` with `name`, `needs` and `ratios`, decorated with `@register` (layerif/options.py
+turns the arguments into CLI flags). The CLI and the
 experiment runner iterate over `SPARSITY_METHODS`.
 """
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...options import build
 from ..experts import AllocationError
 
 # What a method may read; the CLI loads only what the chosen method needs.
@@ -44,12 +46,6 @@ class NoArguments:
     """A method without options."""
 
 
-def option(default, flag: str, help: str, choices: tuple | None = None):  # noqa: A002
-    """A method argument: its default, the CLI flag that sets it (shared by methods whose
-    argument has the same name), that flag's help, and its allowed values."""
-    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices})
-
-
 class SparsityMethod(ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
@@ -72,23 +68,7 @@ def register(cls: type[SparsityMethod]) -> type[SparsityMethod]:
     return cls
 
 
-def method_options(name: str) -> list:
-    """The dataclass fields of method `name`'s arguments."""
-    return list(fields(SPARSITY_METHODS[name].Arguments))
-
-
 def make_sparsity_method(name: str, **options) -> SparsityMethod:
     """The registered method `name` with its arguments from `options` (None = the default);
     an option the method does not take is refused, naming the ones it does."""
-    if name not in SPARSITY_METHODS:
-        raise AllocationError(
-            f"unknown sparsity method {name!r}; use one of {', '.join(SPARSITY_METHODS)}.")
-    cls = SPARSITY_METHODS[name]
-    known = {f.name for f in fields(cls.Arguments)}
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise AllocationError(
-            f"method {name} takes no option {', '.join(unknown)} (it takes "
-            f"{', '.join(sorted(known)) or 'none'}).")
-    return cls(cls.Arguments(**given))
+    return build(SPARSITY_METHODS, name, "sparsity method", AllocationError, **options)

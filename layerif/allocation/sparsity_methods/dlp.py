@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...options import option
 from ..experts import AllocationError
 from ..sparsity import check_target, minmax
-from .base import SparsityInputs, SparsityMethod, option, register
+from .base import SparsityInputs, SparsityMethod, register
 from .wanda_scores import block_wanda_statistic
 
 STATISTICS = {"median": lambda s: s.median(), "mean": lambda s: s.mean()}

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...options import option
 from ..experts import AllocationError, refuse_flat
 from ..sparsity import mapped_sparsity, minmax, smooth
-from .base import SparsityInputs, SparsityMethod, option, register
+from .base import SparsityInputs, SparsityMethod, register
 
 
 @dataclass

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...options import option
 from ..experts import AllocationError
 from ..sparsity import check_target, minmax
-from .base import SparsityInputs, SparsityMethod, option, register
+from .base import SparsityInputs, SparsityMethod, register
 from .wanda_scores import block_wanda_statistic
 
 
