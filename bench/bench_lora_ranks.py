@@ -94,10 +94,11 @@ def main() -> None:
                         "loss": [h["loss"] for h in summary["history"]],
                         "trainable": summary["trainable_parameters"]}
             else:
-                alloc = allocate_ranks(method, args.rank * 30, model, beta=args.beta,
+                alloc = allocate_ranks(method, args.rank * 30, model,
                                        min_rank=2, multiple_of=2, model_name=MODEL,
                                        scores=load_scores(scores_dir) if method == "layerif"
-                                       else None)
+                                       else None,
+                                       **({} if method == "uniform" else {"beta": args.beta}))
                 summary = finetune_lora(model, tokenizer, lora_config(alloc), examples, adapter,
                                         train_args,
                                         progress=False, provenance={"train": train})

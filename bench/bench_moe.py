@@ -131,7 +131,8 @@ def allocations_for(task: str, scores_dir: Path, args, results: dict) -> dict[st
         elif kind == "mola":
             alloc = allocate_experts("mola", pattern=variant, model=model)
         else:
-            alloc = allocate_experts(kind, args.total, beta=args.beta, model=model)
+            alloc = allocate_experts(kind, args.total, model=model,
+                                     **({} if kind == "uniform" else {"beta": args.beta}))
         out[method] = alloc.experts
     results.setdefault("allocations", {})[task] = out
     return out

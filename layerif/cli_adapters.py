@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from .allocation.ranks import RANK_METHODS
+from .allocation.expert_methods import EXPERT_METHODS, rank_methods
 from .cli_args import add_aggregate, add_training_args
+from .options import add_flags
 
 
 def add_rank_kind(kinds) -> None:
     """`allocate ranks`: per-layer LoRA ranks (ranks.json) and the peft LoraConfig beside it."""
     rk = kinds.add_parser("ranks", help="per-layer LoRA ranks (ranks.json + a peft LoraConfig)")
-    rk.add_argument("--method", required=True, choices=RANK_METHODS,
+    rk.add_argument("--method", required=True, choices=rank_methods(),
                     help="how the rank budget is split across layers")
     rk.add_argument("--budget", type=int, required=True,
                     help="total rank over layers (e.g. 8 x layers for the budget of rank 8 "
@@ -21,8 +22,7 @@ def add_rank_kind(kinds) -> None:
     rk.add_argument("--min-rank", type=int, default=1, help="smallest rank of a layer (default 1)")
     rk.add_argument("--multiple-of", type=int, default=1,
                     help="every rank is a multiple of this (default 1)")
-    rk.add_argument("--beta", type=float, default=2.0,
-                    help="exponent of the score (or alpha) weighting (default 2)")
+    add_flags(rk, {n: EXPERT_METHODS[n] for n in rank_methods()})
     rk.add_argument("--alpha-per-rank", type=float, default=2.0,
                     help="lora_alpha = this x rank in every layer (default 2: alpha 16 at rank 8)")
     rk.add_argument("--dropout", type=float, default=0.05, help="lora_dropout (default 0.05)")
@@ -56,15 +56,15 @@ def add_commands(sub) -> dict:
     return {"finetune-moe": _cmd_finetune_moe, "finetune-lora": _cmd_finetune_lora}
 
 
-def cmd_allocate_ranks(args, scores: dict | None, model, fingerprint) -> int:
+def cmd_allocate_ranks(args, scores: dict | None, model, fingerprint, options: dict) -> int:
     from .allocation.api import allocate_ranks
     from .io import write_json
     from .lora import lora_config, lora_config_path
 
-    result = allocate_ranks(args.method, args.budget, model, beta=args.beta,
-                            min_rank=args.min_rank, multiple_of=args.multiple_of, scores=scores,
+    result = allocate_ranks(args.method, args.budget, model, min_rank=args.min_rank,
+                            multiple_of=args.multiple_of, scores=scores,
                             model_name=args.model or (scores or {}).get("model"),
-                            fingerprint=fingerprint)
+                            fingerprint=fingerprint, **options)
     config = lora_config(result, args.alpha_per_rank, args.dropout)
     from peft import LoraConfig  # refuse here, not at training, what peft would not take
 

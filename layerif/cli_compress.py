@@ -9,13 +9,13 @@ import time
 from dataclasses import asdict
 
 from .allocation.api import (
-    EXPERT_METHODS,
     SparsityAllocation,
     allocate_experts,
     allocate_sparsity,
     load_scores,
     recipe_yaml,
 )
+from .allocation.expert_methods import EXPERT_METHODS, make_expert_method, make_rank_method
 from .allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
 from .cli_adapters import add_commands as adapter_commands
 from .cli_adapters import add_rank_kind, cmd_allocate_ranks
@@ -46,14 +46,11 @@ def add_commands(sub) -> dict:
     sp.add_argument("--out", required=True, help="alloc.json to write")
 
     ex = kinds.add_parser("experts", help="per-layer LoRA expert counts (experts.json)")
-    ex.add_argument("--method", required=True, choices=EXPERT_METHODS,
+    ex.add_argument("--method", required=True, choices=list(EXPERT_METHODS),
                     help="how experts are allocated across layers")
     ex.add_argument("--total", type=int,
                     help="total experts T (>= layers); mola's pattern fixes its own")
-    ex.add_argument("--beta", type=float, default=2.0,
-                    help="exponent of the score (or alpha) weighting (default 2)")
-    ex.add_argument("--pattern", default="2468",
-                    help="MoLA pattern: 2468, 5555, 8642, 1234, 46810 or a,b,c")
+    add_flags(ex, EXPERT_METHODS)
     ex.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
     add_aggregate(ex, None, "which saved aggregate to use (default: the file's `scores`)")
     ex.add_argument("--model", help="the model (default: the layers of --scores)")
@@ -190,17 +187,20 @@ def _cmd_allocate(args) -> int:
     check_writable(args.out)
     scores = load_scores(args.scores, args.aggregate) if args.scores else None
     if args.kind == "ranks":
+        options = chosen_options(args, EXPERT_METHODS, args.method, "method")
+        make_rank_method(args.method, **options)  # refuse bad options before loading
         model, fingerprint = _allocation_model(_model_name(args, scores),
                                                args.method == "alphalora")
-        return cmd_allocate_ranks(args, scores, model, fingerprint)
+        return cmd_allocate_ranks(args, scores, model, fingerprint, options)
     if args.kind == "experts":
+        options = chosen_options(args, EXPERT_METHODS, args.method, "method")
+        make_expert_method(args.method, **options)  # refuse bad options before loading
         model = fingerprint = None
         if args.model or args.method == "alphalora":
             model, fingerprint = _allocation_model(_model_name(args, scores),
                                                    args.method == "alphalora")
-        result = allocate_experts(args.method, args.total, beta=args.beta, pattern=args.pattern,
-                                  scores=scores, model=model, model_name=args.model,
-                                  fingerprint=fingerprint)
+        result = allocate_experts(args.method, args.total, scores=scores, model=model,
+                                  model_name=args.model, fingerprint=fingerprint, **options)
         result.save(args.out)
         print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
     else:

@@ -127,6 +127,8 @@ def test_experts_command(tiny_dir, tmp_path):
          "--owl-m applies to method owl, not uniform"),
         (["allocate", "sparsity", "--method", "dlp", "--sparsity", "0.5", "--dlp-alpha", "0.6",
           "--calibration", "no/such/file.txt"], "DLP's alpha must be in [0, 0.5], got 0.6"),
+        (["allocate", "experts", "--method", "uniform", "--total", "4", "--beta", "3"],
+         "--beta applies to method layerif and alphalora, not uniform"),
         (["prune", "--allocation", "{bad_alloc}", "--pruner", "wanda", "--sparsegpt-damping",
           "0.1"], "--sparsegpt-damping applies to pruner sparsegpt, not wanda"),
         (["allocate", "sparsity", "--method", "atp", "--sparsity", "0.5", "--nsamples", "4",

@@ -1,6 +1,7 @@
 """Mapping layer scores to per-layer budgets: experts for LoRA-MoE, sparsity ratios for pruning."""
 
 from .alpha import block_alphas, pl_alpha_hill
+from .expert_methods import EXPERT_METHODS, ExpertMethod, make_expert_method
 from .experts import (
     MOLA_PATTERNS,
     AllocationError,
@@ -21,6 +22,8 @@ __all__ = [
     "MOLA_PATTERNS",
     "SPARSITY_METHODS",
     "AllocationError",
+    "EXPERT_METHODS",
+    "ExpertMethod",
     "SparsityMethod",
     "alphalora_experts",
     "atp_sparsity",
@@ -29,6 +32,7 @@ __all__ = [
     "largest_remainder",
     "layerif_experts",
     "layerif_sparsity",
+    "make_expert_method",
     "make_sparsity_method",
     "mapped_sparsity",
     "mola_experts",

@@ -25,18 +25,10 @@ from ..fingerprint import check_same_model
 from ..influence.aggregate import check_aggregate
 from ..io import write_json
 from ..models import discover_blocks
-from .alpha import block_alphas
-from .experts import (
-    AllocationError,
-    alphalora_experts,
-    layerif_experts,
-    mola_experts,
-    uniform_experts,
-)
-from .ranks import RANK_METHODS, alphalora_ranks, layerif_ranks, uniform_ranks
+from .expert_methods import ExpertInputs, make_expert_method, make_rank_method
+from .experts import AllocationError
+from .ranks import allocate_by_weights
 from .sparsity_methods import SparsityInputs, make_sparsity_method
-
-EXPERT_METHODS = ("layerif", "uniform", "mola", "alphalora")
 
 
 def _load(path: str | Path, what: str) -> dict:
@@ -265,19 +257,17 @@ def allocate_experts(
     method: str,
     total: int | None = None,
     *,
-    beta: float = 2.0,
-    pattern: str = "2468",
     scores: dict | None = None,
     model=None,
     model_name: str | None = None,
     fingerprint: dict | None = None,
+    **options,
 ) -> ExpertAllocation:
-    """model: the causal LM (a skeleton suffices except for alphalora), or None to take the
+    """Per-layer expert counts by the registered method `method` (expert_methods/), its
+    arguments from `options` (beta=2.0, pattern="2468"; None = the default). model: the causal
+    LM (a skeleton suffices except for methods that read the weights), or None to take the
     layers from `scores`. fingerprint: the model's; scores made for other weights are refused."""
-    if method not in EXPERT_METHODS:
-        raise AllocationError(
-            f"unknown method {method!r}; use one of {', '.join(EXPERT_METHODS)}."
-        )
+    chosen = make_expert_method(method, **options)
     blocks = discover_blocks(model) if model is not None else None
     if scores is not None:
         _check_scores_match(scores, fingerprint, len(blocks) if blocks else None)
@@ -287,35 +277,15 @@ def allocate_experts(
         layers = list(scores["layers"])
     else:
         raise AllocationError("give --scores or --model so the number of layers is known.")
-    if total is None and method != "mola":
-        raise AllocationError(f"method {method} needs the total number of experts (--total T).")
-    params: dict = {}
-    if method == "layerif":
-        if scores is None:
-            raise AllocationError("method layerif needs --scores DIR/scores.json.")
-        experts = layerif_experts(layer_profile(scores, use_abs=False), total, beta)
-        params = {"beta": beta, "scores": scores["_path"], "aggregate": scores.get("aggregate")}
-    elif method == "uniform":
-        experts = uniform_experts(len(layers), total)
-    elif method == "mola":
-        experts = mola_experts(len(layers), pattern)
-        if total is not None and total != experts.sum():
-            raise AllocationError(
-                f"pattern {pattern} gives {experts.sum()} experts over {len(layers)} layers, not "
-                f"the total {total}; leave the total out for mola (the pattern fixes it).")
-        total = experts.sum()
-        params = {"pattern": pattern}
-    else:
-        if blocks is None:
-            raise AllocationError("method alphalora needs --model (its weight spectra).")
-        alphas = block_alphas(blocks)
-        experts = alphalora_experts(alphas, total, beta)
-        params = {"beta": beta, "alphas": alphas.tolist()}
-    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
+    if "scores" in chosen.needs and scores is None:
+        raise AllocationError(f"method {method} needs --scores DIR/scores.json.")
+    experts, params = chosen.experts(total, ExpertInputs(len(layers), blocks, scores))
+    reads_scores = "scores" in chosen.needs
+    inherited, sets = _scores_lineage(scores if reads_scores else None)
     if not fingerprint and scores is not None:
         inherited = scores.get("model_fingerprint") or {}  # the layers came from the scores
     return ExpertAllocation(method, params, model_name or (scores or {}).get("model"), layers,
-                            [int(e) for e in experts], int(total),
+                            [int(e) for e in experts], int(experts.sum()),
                             model_fingerprint=fingerprint or inherited, provenance=sets)
 
 
@@ -324,38 +294,30 @@ def allocate_ranks(
     budget: int,
     model,
     *,
-    beta: float = 2.0,
     min_rank: int = 1,
     multiple_of: int = 1,
     scores: dict | None = None,
     model_name: str | None = None,
     fingerprint: dict | None = None,
+    **options,
 ) -> RankAllocation:
-    """Per-layer LoRA ranks summing to `budget` (allocation/ranks.py). model: the causal LM (a
-    skeleton suffices except for alphalora, which reads the weights' spectra); every tracked
-    matrix of a block (`discover_blocks`) is adapted with its block's rank."""
-    if method not in RANK_METHODS:
-        raise AllocationError(f"unknown method {method!r}; use one of {', '.join(RANK_METHODS)}.")
+    """Per-layer LoRA ranks summing to `budget` (allocation/ranks.py) by the layer weights of the
+    registered method `method` (expert_methods/; options as for allocate_experts). model: the
+    causal LM (a skeleton suffices except for alphalora, which reads the weights' spectra);
+    every tracked matrix of a block (`discover_blocks`) is adapted with its block's rank."""
+    chosen = make_rank_method(method, **options)
     blocks = discover_blocks(model)
     if scores is not None:
         _check_scores_match(scores, fingerprint, len(blocks))
+    if "scores" in chosen.needs and scores is None:
+        raise AllocationError(f"method {method} needs --scores DIR/scores.json.")
     shape = {"min_rank": min_rank, "multiple_of": multiple_of}
+    weights, priority, recorded = chosen.weights(ExpertInputs(len(blocks), blocks, scores))
+    ranks = allocate_by_weights(weights, budget, priority=priority, **shape)
     # GPT-2's Conv1D stores (d_in, d_out): peft needs fan_in_fan_out for it (lora/config.py)
     transposed = any(not isinstance(m.module, nn.Linear) for b in blocks for m in b.matrices)
-    if method == "layerif":
-        if scores is None:
-            raise AllocationError("method layerif needs --scores DIR/scores.json.")
-        ranks = layerif_ranks(layer_profile(scores, use_abs=False), budget, beta, **shape)
-        params = {"beta": beta, **shape, "scores": scores["_path"],
-                  "aggregate": scores.get("aggregate")}
-    elif method == "uniform":
-        ranks, params = uniform_ranks(len(blocks), budget, **shape), dict(shape)
-    else:
-        alphas = block_alphas(blocks)
-        ranks = alphalora_ranks(alphas, budget, beta, **shape)
-        params = {"beta": beta, **shape, "alphas": alphas.tolist()}
-    params["fan_in_fan_out"] = transposed
-    inherited, sets = _scores_lineage(scores if method == "layerif" else None)
+    params = {**recorded, **shape, "fan_in_fan_out": transposed}
+    inherited, sets = _scores_lineage(scores if "scores" in chosen.needs else None)
     return RankAllocation(method, params, model_name, [b.index for b in blocks],
                           [int(r) for r in ranks], int(budget),
                           [[m.name for m in b.matrices] for b in blocks],

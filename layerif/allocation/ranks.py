@@ -61,5 +61,3 @@ def uniform_ranks(n_layers: int, budget: int, min_rank: int = 1,
     """The budget split as evenly as the multiple allows (earlier layers take what is left)."""
     return allocate_by_weights(np.ones(n_layers), budget, min_rank, multiple_of)
 
-
-RANK_METHODS = ("layerif", "uniform", "alphalora")

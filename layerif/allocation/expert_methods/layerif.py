@@ -1,0 +1,37 @@
+"""LayerIF (paper 3.3, SPEC section 2): w_l = (max(S) - S_l) ** beta, so a lower score (better
+trained under DataInf's sign: IF < 0 helpful) gets more experts (or rank); the layer with the
+highest score gets the minimum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...options import option
+from ..experts import AllocationError, layerif_weights
+from .base import ExpertInputs, ExpertMethod, register
+
+BETA_HELP = "exponent of the score (or alpha) weighting (default 2)"
+
+
+@dataclass
+class LayerIFArguments:
+    beta: float = option(2.0, "--beta", BETA_HELP)
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0:
+            raise AllocationError(f"beta must be > 0, got {self.beta}.")
+
+
+@register
+class LayerIF(ExpertMethod):
+    name = "layerif"
+    needs = ("scores",)
+    Arguments = LayerIFArguments
+
+    def weights(self, inputs: ExpertInputs):
+        from ..api import layer_profile
+
+        weights, priority = layerif_weights(layer_profile(inputs.scores, use_abs=False),
+                                            self.args.beta)
+        return weights, priority, {"beta": self.args.beta, "scores": inputs.scores["_path"],
+                                   "aggregate": inputs.scores.get("aggregate")}
