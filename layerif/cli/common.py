@@ -1,0 +1,157 @@
+"""Argument types, option groups and checks shared by the `layerif` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from ..errors import LayerIFError
+from ..influence import AGGREGATES
+from ..influence.aggregate import DEFAULT_AGGREGATE, AggregateError, check_aggregate
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (`error: ...`, exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`.\n")
+
+
+def aggregate_arg(name: str) -> str:
+    """argparse type: an aggregate name; a renamed one fails naming its replacement."""
+    try:
+        return check_aggregate(name)
+    except AggregateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_aggregate(p, default: str | None = DEFAULT_AGGREGATE, help: str = "") -> None:  # noqa: A002
+    p.add_argument("--aggregate", default=default, type=aggregate_arg,
+                   metavar="{" + ",".join(AGGREGATES) + "}", help=help)
+
+
+def add_device_dtype(p, device_help: str = "cpu, cuda, cuda:1 (default: cuda if any)") -> None:
+    p.add_argument("--device", default=None, help=device_help)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the model weights' dtype (statistics are fp32 regardless; fp32 is the "
+                   "safe choice on CPU)")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_calibration_args(p) -> None:
+    from ..data.calibration import DEFAULT_CALIBRATION
+
+    p.add_argument("--calibration", default=DEFAULT_CALIBRATION,
+                   help=f"calibration text: a file or task spec (default {DEFAULT_CALIBRATION})")
+    p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")
+
+
+def add_mask_structure_arg(p, help: str) -> None:  # noqa: A002
+    p.add_argument("--mask-structure", nargs="?", const="2:4", default=None, metavar="N:M",
+                   help=help)
+
+
+def model_name(args, scores) -> str:
+    """--model, else the model named in the loaded scores."""
+    name = args.model or (scores or {}).get("model")
+    if not name:
+        raise LayerIFError("give --model (or --scores from `layerif score`).")
+    return name
+
+
+def allocation_model(name: str, needs_weights: bool):
+    """(model, fingerprint): the full model where the method reads weights or activations, else
+    its skeleton from the config, the fingerprint then read from the weight files."""
+    from ..fingerprint import fingerprint_from_files, model_fingerprint
+    from ..models import load_model, load_skeleton
+
+    if needs_weights:
+        model = load_model(name, device="cpu")[0]
+        return model, model_fingerprint(model, name)
+    return load_skeleton(name), fingerprint_from_files(name)
+
+
+def add_training_args(p) -> None:
+    """The data, optimisation, seed and device options both fine-tuning commands take."""
+    from ..data.instruct import DATA_FORMATS
+
+    p.add_argument("--train", required=True,
+                   help="a file (text or prompt/completion records) or a task spec")
+    p.add_argument("--format", default="instruct", choices=DATA_FORMATS,
+                   help="how a task spec reads: the paper's instruction format with answers "
+                   "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the data (default 3)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    p.add_argument("--batch-size", type=int, default=4, help="examples per step (default 4)")
+    p.add_argument("--max-length", type=int, default=256, help="token cutoff (default 256)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes the adapters' initial values, the data order and dropout")
+    add_device_dtype(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="adapter folder")
+
+
+def training_arguments(args, balance_coef: float = 0.0):
+    from ..training import FinetuneArguments
+
+    return FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                             max_length=args.max_length, balance_coef=balance_coef,
+                             seed=args.seed)
+
+
+def prepare_finetune(args, alloc: dict, alloc_path: str):
+    """The checks both fine-tuning commands make, then (model, tokenizer, examples, fingerprint,
+    content sets): the training data refused before any model is loaded when it overlaps a set
+    the allocation records (its scores' train/val), the model refused when the allocation was
+    made for other weights."""
+    from ..data import load_examples_as
+    from ..data.provenance import check_disjoint, content_set
+    from ..evaluation.overlap import allocation_sets
+    from ..fingerprint import check_same_model, model_fingerprint
+    from ..io import check_writable
+    from ..models import load_model
+
+    check_writable(args.out)
+    recorded = allocation_sets(alloc, alloc_path)
+    train_set = content_set(args.train, "fine-tuning")
+    check_disjoint([train_set], recorded)
+    examples = load_examples_as(args.train, args.format)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    fingerprint = model_fingerprint(model, args.model)
+    check_same_model(alloc.get("model_fingerprint"), fingerprint, alloc_path)
+    return model, tokenizer, examples, fingerprint, [*recorded, train_set]
+
+
+def report_training(summary: dict, out: str) -> int:
+    for h in summary["history"]:
+        print(f"epoch {h['epoch']}: loss {h['loss']:.4f}")
+    print(f"{summary['seconds']:.1f} s; wrote {out}")
+    return 0
+
+
+@contextlib.contextmanager
+def kept_checkpoint(folder):
+    """On an interruption or an error, say where the finished steps are kept (the same command
+    resumes from them) and how to remove them."""
+    try:
+        yield
+    except (LayerIFError, KeyboardInterrupt) as exc:
+        if folder is not None and folder.exists():
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            note = (f"finished steps are kept in {folder} ({size / 2**20:.0f} MB): the same "
+                    f"command resumes from them; remove them with `rm -r {folder}`")
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(note) from None
+            raise type(exc)(f"{exc}; {note}") from exc
+        raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a note on what was kept."""

@@ -1,0 +1,71 @@
+"""`layerif eval`: zero-shot accuracy (lm-evaluation-harness), generative accuracy and
+perplexity of a model, optionally with an adapter."""
+
+from __future__ import annotations
+
+from ..data.calibration import DEFAULT_PERPLEXITY
+from .common import add_device_dtype
+
+NAME = "eval"
+
+
+def add(sub) -> None:
+    ev = sub.add_parser("eval", help="zero-shot accuracy (lm-evaluation-harness) and perplexity")
+    ev.add_argument("--model", required=True, help="model name, folder (e.g. a pruned DIR)")
+    ev.add_argument("--tasks", default="boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,"
+                    "openbookqa", help="comma-separated built-in tasks (default: the seven "
+                    "pruning tasks)")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=int, default=200,
+                       help="the last N validation rows of each task (default 200)")
+    group.add_argument("--slice", help="rows a:b of each task's validation split")
+    ev.add_argument("--ppl", default=DEFAULT_PERPLEXITY,
+                    help="held text for perplexity: a file or task spec ('none' to skip; "
+                    f"default {DEFAULT_PERPLEXITY}, disjoint by content from the default "
+                    "calibration and evaluation data)")
+    ev.add_argument("--exclude-scores", action="append", default=[],
+                    help="scores.json whose train/val slices must not be evaluated on")
+    ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
+    ev.add_argument("--adapter", help="an adapter folder: a peft LoRA (`layerif finetune-lora`, "
+                    "peft's save_pretrained) or a LoRA-MoE (`layerif finetune-moe`)")
+    ev.add_argument("--generate", action="store_true",
+                    help="add generative accuracy (instruction format, greedy decoding, the "
+                    "stated answer matched), the paper's metric for fine-tuned adapters")
+    add_device_dtype(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.add_argument("--out", required=True, help="results.json")
+
+
+def run(args) -> int:
+    from ..evaluation import evaluate_model, evaluation_specs
+    from ..io import check_writable, write_json
+    from ..models import load_model
+
+    check_writable(args.out)
+    specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
+                             limit=args.limit, rows=args.slice)
+    from ..lora import is_peft_adapter, load_peft_adapter
+    from ..moe import load_adapters
+
+    peft = is_peft_adapter(args.adapter) if args.adapter else False  # before loading a model
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    if peft:
+        model = load_peft_adapter(model, args.adapter)
+    elif args.adapter:
+        load_adapters(model, args.adapter)
+        model.eval()
+    result = evaluate_model(model, tokenizer, specs, model_name=args.model,
+                            batch_size=args.batch_size,
+                            ppl=None if args.ppl == "none" else args.ppl,
+                            check_against=args.exclude_scores, adapter=args.adapter,
+                            generate=args.generate, progress=not args.quiet)
+    result["dtype"], result["device"] = args.dtype, str(next(model.parameters()).device)
+    write_json(args.out, result)
+    for task, r in [*result["tasks"].items(), ("mean", result["mean"])]:
+        cells = "   ".join(f"{k} {r[k]:.4f}" for k in ("acc", "acc_norm", "gen_acc") if k in r)
+        print(f"{task:15s} {cells}" + (f"   n={r['n']}  {r['slice']}" if "n" in r else ""))
+    if "perplexity" in result:
+        ppl = result["perplexity"]
+        print(f"perplexity {ppl['perplexity']:.3f} on {args.ppl} ({ppl['tokens']} tokens)")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,52 @@
+"""`layerif export-recipe`: a sparsity allocation as an llm-compressor recipe (and, optionally,
+the calibration windows layerif prunes on)."""
+
+from __future__ import annotations
+
+from ..allocation.api import SparsityAllocation, recipe_yaml
+from ..data.calibration import calibration_samples
+from .common import add_calibration_args, add_mask_structure_arg
+
+NAME = "export-recipe"
+
+
+def add(sub) -> None:
+    rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
+    rc.add_argument("--allocation", required=True, help="alloc.json from `allocate sparsity`")
+    rc.add_argument("--model", help="model (default: the allocation's)")
+    rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"),
+                    help="llm-compressor modifier (default sparsegpt)")
+    add_mask_structure_arg(rc, "the modifiers' mask_structure (default: the allocation's N:M "
+                        "pattern if every layer has the same one, else unstructured)")
+    add_calibration_args(rc)
+    rc.add_argument("--write-calibration", metavar="FILE.jsonl",
+                    help="also write the calibration windows (one {\"input_ids\": [...]} per "
+                    "line) for llm-compressor's oneshot, so both prune on the same tokens")
+    rc.add_argument("--out", required=True, help="recipe.yaml")
+
+
+def run(args) -> int:
+    from ..io import check_writable, write_text
+    from ..models import discover_blocks, load_skeleton
+
+    check_writable(args.out)
+    alloc = SparsityAllocation.load(args.allocation)
+    skeleton = load_skeleton(args.model or alloc.model)  # block paths from the config only
+    calibration = {"source": args.calibration, "nsamples": args.nsamples,
+                   "seqlen": args.seqlen, "seed": args.seed}
+    text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier,
+                       args.mask_structure, calibration)
+    if args.write_calibration:
+        import json
+
+        from ..models import load_tokenizer
+
+        check_writable(args.write_calibration)
+        windows = calibration_samples(load_tokenizer(args.model or alloc.model),
+                                      args.calibration, args.nsamples, args.seqlen, args.seed)
+        write_text(args.write_calibration, "".join(
+            json.dumps({"input_ids": w.reshape(-1).tolist()}) + "\n" for w in windows))
+        print(f"wrote {args.write_calibration} ({len(windows)} windows)")
+    write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0

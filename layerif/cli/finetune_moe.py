@@ -1,0 +1,45 @@
+"""`layerif finetune-moe`: a LoRA-MoE trained with a per-layer expert allocation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .common import add_training_args, prepare_finetune, report_training, training_arguments
+
+NAME = "finetune-moe"
+
+
+def add(sub) -> None:
+    ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
+    ft.add_argument("--model", required=True, help="the base model (name, folder, .gguf)")
+    ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
+    add_training_args(ft)
+    ft.add_argument("--rank", type=int, default=8, help="LoRA rank of every expert (default 8)")
+    ft.add_argument("--alpha", type=float, default=16, help="LoRA alpha (default 16)")
+    ft.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    ft.add_argument("--top-k", type=int, default=2, help="experts routed per token (default 2)")
+    ft.add_argument("--balance-coef", type=float, default=0.001,
+                    help="weight of the load-balancing loss (default 0.001)")
+    ft.add_argument("--adapter-dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="dtype the adapters and routers train in (default fp32, whatever "
+                    "the base model's --dtype)")
+
+
+def run(args) -> int:
+    from ..allocation.api import ExpertAllocation
+    from ..moe import MoEConfig
+    from ..moe.train import finetune_moe
+
+    alloc = ExpertAllocation.load(args.experts)
+    train_args = training_arguments(args, args.balance_coef)
+    model, tokenizer, examples, fingerprint, sets = prepare_finetune(args, asdict(alloc),
+                                                                     args.experts)
+    config = MoEConfig(experts=alloc.experts, rank=args.rank, alpha=args.alpha,
+                       dropout=args.dropout, top_k=args.top_k, base_model=args.model,
+                       adapter_dtype=args.adapter_dtype, base_fingerprint=fingerprint)
+    provenance = {"train": args.train, "format": args.format, "experts_file": args.experts,
+                  "scores": alloc.parameters.get("scores"),
+                  "provenance": [c.to_dict() for c in sets]}
+    summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,
+                           progress=not args.quiet, provenance=provenance)
+    return report_training(summary, args.out)
