@@ -1,4 +1,4 @@
-"""Allocation files and the functions behind `layerif allocate sparsity|experts`.
+"""Allocation files and the functions behind `layerif allocate sparsity|experts|ranks`.
 
 alloc.json (sparsity): method, parameters, model, layers, ratios (one per layer),
 params_per_layer (prunable parameters), target and achieved global sparsity.
@@ -19,7 +19,6 @@ from torch import nn
 
 from .. import __version__
 from ..data.provenance import sets_from
-from ..errors import LayerIFError
 from ..evaluation.overlap import scores_sets
 from ..fingerprint import check_same_model
 from ..influence.aggregate import check_aggregate
@@ -322,51 +321,3 @@ def allocate_ranks(
                           [int(r) for r in ranks], int(budget),
                           [[m.name for m in b.matrices] for b in blocks],
                           model_fingerprint=fingerprint or inherited, provenance=sets)
-
-
-def recipe_yaml(alloc: SparsityAllocation, block_paths: list[str], modifier: str,
-                mask_structure: str | None = None, calibration: dict | None = None) -> str:
-    """An llm-compressor recipe (SparseGPTModifier or WandaPruningModifier): `targets` match the
-    decoder blocks, one module per block, and `sparsity` is a list in block order, as
-    llm-compressor types it (`float | list[float]`, the i-th value for the i-th matched
-    target). mask_structure: "N:M" (default: the allocation's N:M pattern when every layer has
-    the same one). calibration: {"source", "nsamples", "seqlen", "seed"} layerif calibrated with,
-    written as a comment with the matching `oneshot` arguments."""
-    import yaml
-
-    from ..pruning.pruners import parse_structure
-
-    names = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
-    if modifier not in names:
-        raise LayerIFError(f"unknown modifier {modifier!r}; use sparsegpt or wanda.")
-    if len(block_paths) != len(alloc.ratios):
-        raise AllocationError("the allocation's layer count does not match the model's blocks.")
-    structured = sorted({p for p in alloc.patterns if ":" in p})
-    if len(structured) > 1 or (structured and set(alloc.patterns) != set(structured)):
-        raise AllocationError(
-            f"the allocation mixes patterns ({', '.join(sorted(set(alloc.patterns)))}); "
-            "llm-compressor takes one mask_structure per modifier: allocate with a single N:M "
-            "pattern (or none) to export, or prune with `layerif prune`.")
-    structure = mask_structure or (structured[0] if structured else "0:0")
-    parse_structure(structure)  # refuse a malformed one here, not in llm-compressor
-    prefix = block_paths[0].rsplit(".", 1)[0].replace(".", r"\.")
-    recipe = {"sparsity_stage": {"sparsity_modifiers": {names[modifier]: {
-        "sparsity": [round(r, 6) for r in alloc.ratios],
-        "mask_structure": structure,
-        "targets": [f"re:{prefix}\\.\\d+$"],
-        "ignore": ["re:.*lm_head"],
-    }}}}
-    head = [f"# layerif {alloc.layerif_version}: {alloc.method} allocation for {alloc.model}, "
-            f"target sparsity {alloc.sparsity:g} (achieved {alloc.global_sparsity:.6f}).",
-            f"# sparsity[i] is the ratio of {block_paths[0].rsplit('.', 1)[0]}.i "
-            f"({len(block_paths)} blocks)."]
-    if calibration:
-        head += [f"# layerif calibrated on {calibration['nsamples']} windows of "
-                 f"{calibration['seqlen']} tokens from {calibration['source']} (seed "
-                 f"{calibration['seed']}); the same in llm-compressor:",
-                 f"#   oneshot(model=..., recipe=<this file>, dataset=<those windows>, "
-                 f"num_calibration_samples={calibration['nsamples']}, "
-                 f"max_seq_length={calibration['seqlen']})",
-                 "#   (`layerif export-recipe --write-calibration FILE.jsonl` writes the windows "
-                 "as input_ids)"]
-    return "\n".join(head) + "\n" + yaml.safe_dump(recipe, sort_keys=False)

@@ -3,8 +3,9 @@ the calibration windows layerif prunes on)."""
 
 from __future__ import annotations
 
-from ..allocation.api import SparsityAllocation, recipe_yaml
+from ..allocation.api import SparsityAllocation
 from ..data.calibration import calibration_samples
+from ..export.llmcompressor import calibration_jsonl, recipe_yaml
 from .common import add_calibration_args, add_mask_structure_arg
 
 NAME = "export-recipe"
@@ -37,15 +38,12 @@ def run(args) -> int:
     text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier,
                        args.mask_structure, calibration)
     if args.write_calibration:
-        import json
-
         from ..models import load_tokenizer
 
         check_writable(args.write_calibration)
         windows = calibration_samples(load_tokenizer(args.model or alloc.model),
                                       args.calibration, args.nsamples, args.seqlen, args.seed)
-        write_text(args.write_calibration, "".join(
-            json.dumps({"input_ids": w.reshape(-1).tolist()}) + "\n" for w in windows))
+        write_text(args.write_calibration, calibration_jsonl(windows))
         print(f"wrote {args.write_calibration} ({len(windows)} windows)")
     write_text(args.out, text)
     print(f"wrote {args.out}")
