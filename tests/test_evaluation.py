@@ -62,18 +62,22 @@ def test_lm_eval_matches_brute_force(results, tokenizer):
 
 
 def test_perplexity_by_hand(tiny_models, tokenizer):
+    """Non-overlapping windows of seqlen tokens, the last partial one dropped, each scored on
+    its own (the literature's windowing)."""
     model = tiny_models("qwen2")
     text = "The quick brown fox jumps over the lazy dog. " * 6
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    got = perplexity(model, tokenizer, text, window=16)
-    nll, n = 0.0, 0
-    for s in range(0, len(ids) - 1, 16):
-        w = ids[s : s + 16]
-        if len(w) < 2:
-            break
-        nll += _nll(model, w)
-        n += len(w) - 1
-    assert got["tokens"] == n and got["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+    got = perplexity(model, tokenizer, text, seqlen=16)
+    windows = [ids[s : s + 16] for s in range(0, len(ids) - 15, 16)]
+    nll = [_nll(model, w) for w in windows]
+    assert got["windows"] == len(ids) // 16 == len(windows)
+    assert got["dropped_tokens"] == len(ids) % 16 and got["tokens"] == 15 * len(windows)
+    np.testing.assert_allclose(got["window_nll"], nll, rtol=1e-5)
+    assert got["perplexity"] == pytest.approx(math.exp(sum(nll) / (15 * len(windows))),
+                                              rel=1e-5)
+    assert perplexity(model, tokenizer, text, 16, max_windows=2)["windows"] == 2
+    with pytest.raises(DataError, match="fewer than one window of 512"):
+        perplexity(model, tokenizer, text, seqlen=512)
 
 
 def _nll(model, window):

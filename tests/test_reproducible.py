@@ -98,7 +98,7 @@ def test_eval_in_bf16_matches_fp32(work, tmp_path):
         results[dtype] = json.loads(out.read_text())
     fp32, bf16 = results["float32"], results["bfloat16"]
     assert bf16["dtype"] == "bfloat16"
-    ppl32, ppl16 = (r["perplexity"]["perplexity"] for r in (fp32, bf16))
+    ppl32, ppl16 = (r["perplexity"][str(work["calib"])]["perplexity"] for r in (fp32, bf16))
     assert abs(np.log(ppl16) - np.log(ppl32)) < 0.02  # mean NLL within 0.02 nats
     assert abs(fp32["tasks"]["arc_easy"]["acc"] - bf16["tasks"]["arc_easy"]["acc"]) <= 2 / 12
 

@@ -47,7 +47,9 @@ def add_calibration_args(p) -> None:
     from ..data.calibration import DEFAULT_CALIBRATION
 
     p.add_argument("--calibration", default=DEFAULT_CALIBRATION,
-                   help=f"calibration text: a file or task spec (default {DEFAULT_CALIBRATION})")
+                   help="calibration text: c4 (the hub corpus, the literature's: run with "
+                   "--nsamples 128 --seqlen 2048), a .txt or data file, or a task spec "
+                   f"(default {DEFAULT_CALIBRATION}, packaged)")
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seeds the windows' positions")

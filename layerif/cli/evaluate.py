@@ -19,10 +19,14 @@ def add(sub) -> None:
     group.add_argument("--limit", type=int, default=200,
                        help="the last N validation rows of each task (default 200)")
     group.add_argument("--slice", help="rows a:b of each task's validation split")
-    ev.add_argument("--ppl", default=DEFAULT_PERPLEXITY,
-                    help="held text for perplexity: a file or task spec ('none' to skip; "
-                    f"default {DEFAULT_PERPLEXITY}, disjoint by content from the default "
-                    "calibration and evaluation data)")
+    ev.add_argument("--ppl", action="append", default=None,
+                    help="held text for perplexity, repeatable: wikitext2 or c4 (the hub "
+                    "corpora of the pruning literature), a .txt file, a data file or a task "
+                    f"spec ('none' to skip; default {DEFAULT_PERPLEXITY}, disjoint by content "
+                    "from the default calibration and evaluation data)")
+    ev.add_argument("--ppl-seqlen", type=int, default=None,
+                    help="tokens per perplexity window (default: the model's context length "
+                    "capped at 2048); windows do not overlap, the last partial one is dropped")
     ev.add_argument("--exclude-scores", action="append", default=[],
                     help="scores.json whose train/val slices must not be evaluated on")
     ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
@@ -42,6 +46,7 @@ def run(args) -> int:
     from ..models import load_model
 
     check_writable(args.out)
+    ppl = _ppl_sources(args.ppl)
     specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
                              limit=args.limit, rows=args.slice)
     from ..lora import is_peft_adapter, load_peft_adapter
@@ -56,7 +61,7 @@ def run(args) -> int:
         model.eval()
     result = evaluate_model(model, tokenizer, specs, model_name=args.model,
                             batch_size=args.batch_size,
-                            ppl=None if args.ppl == "none" else args.ppl,
+                            ppl=ppl, ppl_seqlen=args.ppl_seqlen,
                             check_against=args.exclude_scores, adapter=args.adapter,
                             generate=args.generate, progress=not args.quiet)
     result["dtype"], result["device"] = args.dtype, str(next(model.parameters()).device)
@@ -64,8 +69,16 @@ def run(args) -> int:
     for task, r in [*result["tasks"].items(), ("mean", result["mean"])]:
         cells = "   ".join(f"{k} {r[k]:.4f}" for k in ("acc", "acc_norm", "gen_acc") if k in r)
         print(f"{task:15s} {cells}" + (f"   n={r['n']}  {r['slice']}" if "n" in r else ""))
-    if "perplexity" in result:
-        ppl = result["perplexity"]
-        print(f"perplexity {ppl['perplexity']:.3f} on {args.ppl} ({ppl['tokens']} tokens)")
+    for source, p in result.get("perplexity", {}).items():
+        print(f"perplexity {p['perplexity']:.3f} on {source} ({p['windows']} windows of "
+              f"{p['window']} tokens, {p['tokens']} predicted)")
     print(f"wrote {args.out}")
     return 0
+
+
+def _ppl_sources(given: list[str] | None) -> list[str]:
+    """The --ppl values (comma-separated lists allowed), the default when none, [] for none."""
+    if given is None:
+        return [DEFAULT_PERPLEXITY]
+    sources = [s.strip() for g in given for s in g.split(",") if s.strip()]
+    return [] if sources == ["none"] else sources

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from .corpora import CORPORA, corpus_calibration, corpus_texts, is_text_file, text_file
 from .records import FILE_SUFFIXES, load_file
 from .sources import TaskSpec, task_rows
 
@@ -21,10 +22,15 @@ DEFAULT_CALIBRATION = "sciq:validation[0:600]"
 DEFAULT_PERPLEXITY = "sciq:validation[600:800]"
 
 
-def source_texts(source: str) -> list[str]:
-    """The texts of a data source, in order: a file's records (text, or prompt + completion);
-    a task's shared context (each passage once, empty ones skipped) where the task has one, else
-    the lm-eval prompt of each row (no answers)."""
+def source_texts(source: str, purpose: str = "perplexity") -> list[str]:
+    """The texts of a data source, in order: a hub corpus by name (data/corpora.py: its rows
+    for `purpose`, "perplexity" or "calibration"); a .txt file (one text); a data file's records
+    (text, or prompt + completion); a task's shared context (each passage once, empty ones
+    skipped) where the task has one, else the lm-eval prompt of each row (no answers)."""
+    if source in CORPORA:
+        return corpus_texts(source, purpose)
+    if is_text_file(source):
+        return [text_file(source)]
     if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).is_file():
         return [e.text if e.text is not None else e.prompt + e.completion
                 for e in load_file(source)]
@@ -40,10 +46,13 @@ def calibration_samples(
     seed: int = 0,
 ) -> list[torch.Tensor]:
     """`nsamples` random windows of `seqlen` tokens from the concatenated texts of `source`
-    (joined with blank lines), their starts drawn by a generator seeded with `seed`."""
+    (joined with blank lines), their starts drawn by a generator seeded with `seed`; for a hub
+    corpus (c4), one window from each of randomly drawn documents, as the literature does."""
     if nsamples < 1 or seqlen < 2:
         raise DataError(f"need nsamples >= 1 and seqlen >= 2, got {nsamples}, {seqlen}.")
-    ids = tokenizer("\n\n".join(source_texts(source)), add_special_tokens=False,
+    if source in CORPORA:
+        return corpus_calibration(source, tokenizer, nsamples, seqlen, seed)
+    ids = tokenizer("\n\n".join(source_texts(source, "calibration")), add_special_tokens=False,
                     verbose=False)["input_ids"]
     if len(ids) <= seqlen:
         raise DataError(
@@ -54,3 +63,13 @@ def calibration_samples(
     starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen).tolist()
     flat = torch.tensor(ids)
     return [flat[s : s + seqlen].clone() for s in starts]
+
+
+def perplexity_text(source: str) -> tuple[str, int | None]:
+    """(the held text of `source` as one string, the most windows to score or None): a corpus's
+    rows joined its own way (wikitext2 with blank lines, c4 with spaces, at most 256 windows),
+    anything else's texts joined with blank lines."""
+    if source in CORPORA:
+        corpus = CORPORA[source]
+        return corpus.join.join(corpus_texts(source)), corpus.max_windows
+    return "\n\n".join(source_texts(source)), None

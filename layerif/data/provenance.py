@@ -24,13 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from .corpora import CORPORA, corpus_texts, is_text_file, paragraphs, text_file
 from .records import FILE_SUFFIXES, Example, load_file
 from .sources import TaskSpec, task_rows
 
 # Roles: scoring train, scoring val, calibration, fine-tuning, perplexity, evaluation. The pairs
 # that may share content by design: LayerIF scores the fine-tuning data, and perplexity text and
-# evaluation items are both evaluation.
-ALLOWED = {frozenset(("scoring train", "fine-tuning")), frozenset(("perplexity", "evaluation"))}
+# evaluation items are all evaluation (several perplexity sets may overlap one another).
+ALLOWED = {frozenset(("scoring train", "fine-tuning")), frozenset(("perplexity", "evaluation")),
+           frozenset(("perplexity",))}
 
 
 def normalise(text: str) -> str:
@@ -94,6 +96,13 @@ def content_set(source: str | Sequence[Example], role: str, name: str | None = N
     keys: dict[str, str] = {}
     if isinstance(source, (str, Path)):
         source = str(source)
+        if source in CORPORA or is_text_file(source):  # plain text: a key per paragraph
+            purpose = "calibration" if role == "calibration" else "perplexity"
+            texts = ([t for row in corpus_texts(source, purpose) for t in paragraphs(row)]
+                     if source in CORPORA else paragraphs(text_file(source)))
+            for i, text in enumerate(texts):
+                _add(keys, f"{source}[{i}]", [content_hash(text)])
+            return ContentSet(role, source, len(texts), keys)
         if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).is_file():
             examples = load_file(source)
             for e in examples:

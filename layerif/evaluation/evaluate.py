@@ -4,15 +4,16 @@ evaluation data that shares content with the data that shaped the model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from .. import __version__
 from ..data import TaskSpec, load_rows
-from ..data.calibration import DEFAULT_PERPLEXITY, source_texts
+from ..data.calibration import DEFAULT_PERPLEXITY, perplexity_text
 from ..data.provenance import check_disjoint, content_set
 from .generation import evaluate_generation
 from .harness import evaluate_multiple_choice
 from .overlap import recorded_sets
-from .perplexity import perplexity
+from .perplexity import default_seqlen, perplexity
 
 PRUNING_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
                  "openbookqa")
@@ -35,21 +36,24 @@ def evaluation_specs(tasks: list[str], limit: int | None = 200, rows: str | None
 
 
 def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str = "",
-                   batch_size: int = 8, ppl: str | None = DEFAULT_PPL,
+                   batch_size: int = 8, ppl: str | Sequence[str] | None = DEFAULT_PPL,
+                   ppl_seqlen: int | None = None,
                    check_against: list[str] = (), adapter: str | None = None,
                    multiple_choice: bool = True, generate: bool = False,
                    progress: bool = True) -> dict:
     """Log-likelihood multiple-choice accuracy (lm-eval's own tasks; `multiple_choice`),
     generative accuracy (`generate`: the instruction format, greedy decoding) and perplexity on
-    `ppl`, for `specs`. Before any model pass, refuses evaluation or perplexity data sharing
-    content with the sets recorded by `model_name` (a pruned folder's pruning.json), `adapter`
-    (its training.json) or the scores files `check_against`."""
+    each source of `ppl` (a name, file or task spec, or several; windows of `ppl_seqlen`
+    tokens, default the model's context capped at 2048), for `specs`. Before any model pass,
+    refuses evaluation or perplexity data sharing content with the sets recorded by
+    `model_name` (a pruned folder's pruning.json), `adapter` (its training.json) or the scores
+    files `check_against`. result["perplexity"] maps each ppl source to its figures."""
     if not (multiple_choice or generate):
         raise ValueError("nothing to evaluate: enable multiple_choice or generate.")
     start = time.perf_counter()
+    ppl_sources = [ppl] if isinstance(ppl, str) else list(ppl or [])
     new = [content_set(str(s), "evaluation") for s in specs]
-    if ppl:
-        new.append(content_set(ppl, "perplexity"))
+    new += [content_set(source, "perplexity") for source in ppl_sources]
     check_disjoint(new, recorded_sets(model_name or None, list(check_against), adapter))
     result = {"layerif_version": __version__, "model": model_name, "adapter": adapter,
               "tasks": {s.task: {} for s in specs}, "mean": {},
@@ -64,8 +68,12 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
         for task, metrics in part["tasks"].items():
             result["tasks"][task].update(metrics)
         result["mean"].update(part["mean"])
-    if ppl:
-        result["perplexity"] = {"source": ppl, **perplexity(model, tokenizer,
-                                                            "\n\n".join(source_texts(ppl)))}
+    if ppl_sources:
+        seqlen = ppl_seqlen or default_seqlen(model)
+        result["perplexity"] = {}
+        for source in ppl_sources:
+            text, max_windows = perplexity_text(source)
+            result["perplexity"][source] = perplexity(model, tokenizer, text, seqlen,
+                                                      max_windows, source)
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result

@@ -1,4 +1,9 @@
-"""Perplexity on held text: non-overlapping windows, batch size 1."""
+"""Perplexity on held text as the pruning literature computes it (Wanda, SparseGPT, OWL,
+AlphaPruning): the text tokenised once, cut into non-overlapping windows of `seqlen` tokens, the
+last partial window dropped (its token count recorded), each window scored on its own at batch
+size 1; perplexity = exp(total NLL / predicted tokens), seqlen - 1 predictions per window (the
+same number as their exp(mean of per-window mean NLL)). Per-window NLL sums are kept, so two
+models can be compared window by window (evaluation/paired.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,18 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import DataError
+
+MAX_SEQLEN = 2048  # the literature's window; longer contexts are capped to it
+
+
+def default_seqlen(model) -> int:
+    """The model's context length capped at 2048 tokens (Wanda/SparseGPT's `model.seqlen`)."""
+    config = model.config
+    context = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None) or MAX_SEQLEN
+    return min(int(context), MAX_SEQLEN)
 
 
 @torch.no_grad()
@@ -22,21 +39,21 @@ def windows_perplexity(model, windows) -> float:
     return math.exp(nll / count)
 
 
-@torch.no_grad()
-def perplexity(model, tokenizer, text: str, window: int = 512, max_windows: int | None = None
-               ) -> dict:
+def perplexity(model, tokenizer, text: str, seqlen: int, max_windows: int | None = None,
+               source: str = "the text") -> dict:
+    """{"perplexity", "tokens" (predicted), "window" (seqlen), "windows", "dropped_tokens"
+    (the partial last window's), "window_nll" (per window, nats)} of `model` on `text`."""
+    if seqlen < 2:
+        raise DataError(f"--ppl-seqlen must be >= 2, got {seqlen}.")
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    if len(ids) < 2:
-        raise ValueError("perplexity needs at least two tokens of text")
-    nll, count = 0.0, 0
-    starts = range(0, len(ids) - 1, window)
-    for k, start in enumerate(starts):
-        if max_windows is not None and k >= max_windows:
-            break
-        chunk = torch.tensor(ids[start : start + window])
-        if len(chunk) < 2:
-            break
-        window_sum, predicted = window_nll(model, chunk)
-        nll += window_sum
-        count += predicted
-    return {"perplexity": math.exp(nll / count), "tokens": count, "window": window}
+    n = len(ids) // seqlen
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n == 0:
+        raise DataError(f"{source}: {len(ids)} tokens, fewer than one window of {seqlen}; give "
+                        "more text or a shorter --ppl-seqlen.")
+    flat = torch.tensor(ids[: n * seqlen])
+    nlls = [window_nll(model, flat[i * seqlen : (i + 1) * seqlen])[0] for i in range(n)]
+    tokens = n * (seqlen - 1)
+    return {"perplexity": math.exp(sum(nlls) / tokens), "tokens": tokens, "window": seqlen,
+            "windows": n, "dropped_tokens": len(ids) - n * seqlen, "window_nll": nlls}
