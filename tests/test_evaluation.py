@@ -24,7 +24,8 @@ def loglik(model, tokenizer, context: str, continuation: str) -> float:
     return sum(float(logp[j - 1, whole[j]]) for j in range(n_ctx, len(whole)))
 
 
-def brute_force_accuracy(model, tokenizer, spec: TaskSpec) -> tuple[float, float]:
+def brute_force_accuracy(model, tokenizer, spec: TaskSpec) -> tuple[list, list]:
+    """Per item, in row order: (correct by log-likelihood, correct by length-normalised)."""
     task = get_task(spec.task)
     rows = load_rows(spec)
     idx = spec.indices(len(rows))
@@ -36,7 +37,7 @@ def brute_force_accuracy(model, tokenizer, spec: TaskSpec) -> tuple[float, float
         acc.append(int(np.argmax(ll)) == item.gold)
         lengths = np.array([len(k) - 1 for k in item.continuations])  # without the space
         acc_norm.append(int(np.argmax(ll / lengths)) == item.gold)
-    return float(np.mean(acc)), float(np.mean(acc_norm))
+    return acc, acc_norm
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,10 @@ def results(tiny_models, tokenizer):
 def test_lm_eval_matches_brute_force(results, tokenizer):
     model, specs, out = results
     for spec in specs:
-        acc, acc_norm = brute_force_accuracy(model, tokenizer, spec)
+        items, items_norm = brute_force_accuracy(model, tokenizer, spec)
+        acc, acc_norm = float(np.mean(items)), float(np.mean(items_norm))
         got = out["tasks"][spec.task]
+        assert got["per_item"]["acc"] == [float(x) for x in items], spec.task
         assert got["n"] == 12 and got["slice"] == str(spec)
         assert got["acc"] == pytest.approx(acc), spec.task
         if spec.task == "arc_easy":  # (lm-eval normalises multiple-input items by context)

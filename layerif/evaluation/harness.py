@@ -66,7 +66,9 @@ BOOTSTRAP_ITERS = 1000
 def evaluate_multiple_choice(model, tokenizer, specs: list[TaskSpec], batch_size: int = 8,
                              bootstrap_iters: int = BOOTSTRAP_ITERS) -> dict:
     """{"tasks": {task: {acc, acc_stderr, and every other metric the task defines (acc_norm,
-    f1, ...), n, slice}}, "mean": {acc, [acc_norm over the tasks that define it]}}"""
+    f1, ...), n, slice, per_item: {acc: [0/1 per item in row order], acc_norm: [...]}}},
+    "mean": {acc, [acc_norm over the tasks that define it]}}; per_item is lm-eval's own
+    per-document scoring, kept for paired tests between models."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -93,6 +95,9 @@ def evaluate_multiple_choice(model, tokenizer, specs: list[TaskSpec], batch_size
             metric, _, filt = key.partition(",")
             if filt == "none" and isinstance(value, (int, float)):
                 tasks[spec.task][metric] = float(value)
+        samples = sorted(out.get("samples", {}).get(name, []), key=lambda d: d["doc_id"])
+        tasks[spec.task]["per_item"] = {
+            k: [float(d[k]) for d in samples] for k in METRICS if samples and k in samples[0]}
     mean = {}
     for k in METRICS:
         values = [t[k] for t in tasks.values() if k in t]
