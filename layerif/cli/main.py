@@ -22,6 +22,7 @@ from . import (
     allocate,
     demo,
     evaluate,
+    experiment,
     export_recipe,
     finetune_lora,
     finetune_moe,
@@ -34,7 +35,7 @@ from .common import Interrupted, Parser
 
 # In the order `layerif --help` lists them.
 SUBCOMMANDS = (score, demo, tasks, model_folder, allocate, prune, evaluate, export_recipe,
-               finetune_moe, finetune_lora)
+               finetune_moe, finetune_lora, experiment)
 COMMANDS = {m.NAME: m.run for m in SUBCOMMANDS}
 
 

@@ -1,0 +1,36 @@
+"""`layerif experiment run CONFIG --out DIR` and `layerif experiment report DIR`."""
+
+from __future__ import annotations
+
+NAME = "experiment"
+
+
+def add(sub) -> None:
+    ex = sub.add_parser("experiment", help="run a declarative experiment grid and report it")
+    actions = ex.add_subparsers(dest="action", required=True)
+    run_p = actions.add_parser("run", help="run (or resume) the cells of a config")
+    run_p.add_argument("config", help="experiment YAML (see experiments/*.yaml)")
+    run_p.add_argument("--out", required=True, help="the experiment folder (cells, manifest)")
+    run_p.add_argument("--quiet", action="store_true", help="no progress lines")
+    rep = actions.add_parser("report", help="results.csv, tables.md, plots and report.html")
+    rep.add_argument("out", help="the folder of `experiment run --out`")
+
+
+def run(args) -> int:
+    from ..experiments import load_config, run_pruning, write_report
+
+    if args.action == "report":
+        for path in write_report(args.out):
+            print(f"wrote {path}")
+        return 0
+    config = load_config(args.config)
+    summary = run_pruning(config, args.out, progress=not args.quiet)
+    kinds: dict[str, int] = {}
+    for kind, _key in summary.executed:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    done = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "nothing new (all cells stored)"
+    print(f"computed {done} in {summary.seconds:.0f} s; {len(summary.rows)} evaluated models "
+          f"in {args.out}")
+    if summary.corrupt:
+        print(f"recomputed {len(summary.corrupt)} damaged cells: {', '.join(summary.corrupt)}")
+    return 0

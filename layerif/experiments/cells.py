@@ -1,0 +1,99 @@
+"""Cells: units of experiment work stored under a key derived from every setting they depend on.
+
+A cell is a folder OUT/cells/KIND/KEY holding its artefacts and cell.json (its settings, its
+result, the SHA-256 of each small artefact). KEY hashes the kind and the settings, which include
+the keys of the cells it reads, so changing one setting changes the keys of exactly the cells
+downstream of it. A cell is written in a temporary folder and renamed into place when complete,
+so a killed run leaves no half cell; a cell whose cell.json is unreadable or whose artefacts do
+not match their recorded hashes is reported and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+CELL_FILE = "cell.json"
+
+
+def cell_key(kind: str, settings: dict) -> str:
+    """16 hex digits of the SHA-256 of the kind and the canonical JSON of the settings."""
+    text = json.dumps({"kind": kind, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class CellStore:
+    """The cells of one experiment folder; `executed` lists what this process computed."""
+
+    def __init__(self, root: str | Path, progress: Callable[[str], None] | None = None):
+        self.root = Path(root) / "cells"
+        self.executed: list[tuple[str, str]] = []
+        self.corrupt: list[str] = []
+        self.progress = progress or (lambda _line: None)
+        self._seconds: dict[str, list[float]] = {}
+
+    def folder(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def load(self, kind: str, key: str) -> dict | None:
+        """The stored cell (its cell.json) if complete and intact, else None (a damaged one is
+        removed, logged and listed in `corrupt`)."""
+        folder = self.folder(kind, key)
+        if not folder.is_dir():
+            return None
+        try:
+            cell = json.loads((folder / CELL_FILE).read_text())
+            for name, digest in cell["hashes"].items():
+                if file_sha256(folder / name) != digest:
+                    raise ValueError(f"{name} does not match its recorded hash")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cell %s/%s is damaged (%s); recomputing it", kind, key, exc)
+            self.corrupt.append(f"{kind}/{key}")
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return cell
+
+    def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
+            remaining: int = 0, hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
+        """(key, result) of the cell; computed by compute(folder) -> result (a JSON-able dict)
+        only when not stored. hashed: artefact file names whose SHA-256 is recorded and checked
+        on reuse. remaining: cells of this kind still to compute, for the time estimate."""
+        key = cell_key(kind, settings)
+        cell = self.load(kind, key)
+        if cell is not None:
+            return key, cell["result"]
+        folder = self.folder(kind, key)
+        tmp = folder.with_name(f".{key}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        start = time.perf_counter()
+        result = compute(tmp)
+        seconds = time.perf_counter() - start
+        cell = {"kind": kind, "key": key, "label": label, "settings": settings,
+                "result": result, "seconds": round(seconds, 2),
+                "hashes": {name: file_sha256(tmp / name) for name in hashed}}
+        (tmp / CELL_FILE).write_text(json.dumps(cell, indent=1, default=str))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        self.executed.append((kind, key))
+        times = self._seconds.setdefault(kind, [])
+        times.append(seconds)
+        eta = sum(times) / len(times) * remaining
+        self.progress(f"{kind:8s} {label:48s} {seconds:7.1f} s"
+                      + (f"   ~{eta / 60:.0f} min left for {remaining} more" if remaining else ""))
+        return key, result

@@ -1,0 +1,274 @@
+"""The pruning grid: scores per scoring slice, then for every seed, sparsity and method an
+allocation, for every pruner a pruned model and its evaluation, plus the dense model's.
+
+Cell kinds and what their keys cover (each includes the keys of the cells it reads):
+    model       a random model built from a config (its spec)
+    scores      model, slice, scoring settings
+    allocation  model, method + arguments + aggregate, sparsity, and the scores key (methods
+                that read scores) or the calibration settings and seed (methods that read
+                calibration data)
+    pruned      allocation key, pruner + arguments, calibration settings, seed
+    eval        the pruned key (or the dense model), evaluation settings
+A pruned model's weights are deleted once its evaluation is stored (unless keep_models), so a
+rerun recomputes a pruned model only when its evaluation is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..io import write_json
+from .cells import CellStore, cell_key
+from .config import ExperimentConfig
+
+DEFAULT_CALIBRATION = {"source": "sciq:validation[0:600]", "nsamples": 128, "seqlen": 512}
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RunSummary:
+    executed: list[tuple[str, str]]
+    corrupt: list[str]
+    seconds: float
+    rows: list[dict] = field(default_factory=list)  # one per evaluated model
+
+
+def _model(config: ExperimentConfig, store: CellStore) -> str:
+    """The model argument the cells load: the config's name, or the folder of a random model
+    built (once, as a cell) from its spec."""
+    spec = config.model
+    if isinstance(spec, str):
+        return spec
+
+    def build(folder: Path) -> dict:
+        import torch
+        import transformers
+
+        from ..models import load_tokenizer
+
+        torch.manual_seed(int(spec.get("seed", 0)))
+        model_config = transformers.AutoConfig.for_model(spec["random"], **spec.get("config", {}))
+        model = transformers.AutoModelForCausalLM.from_config(model_config)
+        scale = float(spec.get("init_scale", 1.0))
+        with torch.no_grad():  # wider than the default init, so influences are far from zero
+            for name, p in model.named_parameters():
+                if p.dim() == 2 and "embed" not in name and "wte" not in name:
+                    p.mul_(scale)
+        model.save_pretrained(folder)
+        load_tokenizer(spec.get("tokenizer", "smollm2-135m")).save_pretrained(folder)
+        return {}
+
+    key, _ = store.run("model", {"spec": spec}, build, label=f"random {spec['random']}")
+    return str(store.folder("model", key))
+
+
+def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True) -> RunSummary:
+    """Run (or resume) the grid of `config` in `out`; returns what was computed."""
+    from .. import score_layers
+
+    start = time.perf_counter()
+    out = Path(out)
+    calibration = {**DEFAULT_CALIBRATION, **config.calibration}
+    evaluation = {"limit": 200, "ppl": [], "ppl_seqlen": None, "batch_size": 8,
+                  **config.evaluation}
+    scoring = {"max_length": 256, "format": "plain", "estimator": "datainf", "batch_size": 8,
+               "params": "all", **config.scoring}
+    _refuse_overlaps(config, calibration, evaluation)
+    store = CellStore(out, progress=print if progress else None)
+    model = _model(config, store)
+    model_id = config.model
+    scores_keys = []
+    for i, s in enumerate(config.slices):
+        def compute_scores(folder, s=s):
+            result = score_layers(model, s["train"], s["val"], estimator=scoring["estimator"],
+                                  params=scoring["params"], max_length=scoring["max_length"],
+                                  batch_size=scoring["batch_size"],
+                                  data_format=scoring["format"], progress=False)
+            result.save(folder / "scores")
+            return {"layers": len(result.layers)}
+
+        key, _ = store.run("scores", {"model": model_id, **s, **scoring}, compute_scores,
+                           label=f"slice {i}: {s['train']}", remaining=len(config.slices) - i - 1,
+                           hashed=("scores/scores.json",))
+        scores_keys.append(key)
+
+    rows = []
+    if config.dense:
+        key, _ = _evaluate(store, model, model_id, None, evaluation, "dense")
+        rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
+                     "seed": None, "eval": key})
+    grid = [(seed, sparsity, method, i)
+            for seed in config.seeds for sparsity in config.sparsities
+            for method in config.methods
+            for i in (range(len(scores_keys)) if "scores" in _needs(method) else [None])]
+    for n, (seed, sparsity, method, slice_index) in enumerate(grid):
+        alloc_key = _allocate(store, config, model, model_id, method, sparsity, seed,
+                              scores_keys[slice_index] if slice_index is not None else None,
+                              calibration, remaining=len(grid) - n - 1)
+        for pruner in config.pruners:
+            eval_key = _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner,
+                                           calibration, seed, evaluation,
+                                           f"{method.name} {pruner.name} {sparsity} s{seed}")
+            rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
+                         "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
+                         "eval": eval_key})
+    write_json(out / MANIFEST, {"config": config.path, "name": config.name, "rows": rows,
+                                "scores": scores_keys})
+    return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows)
+
+
+def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: dict) -> None:
+    """Before any work: calibration text must not share content with scoring slices, and
+    evaluation items and perplexity text with either (scoring slices may overlap one another,
+    perplexity and evaluation may too)."""
+    from ..data.provenance import check_disjoint, content_set
+    from ..evaluation import evaluation_specs
+
+    scoring = [content_set(s[part], f"scoring {part}") for s in config.slices
+               for part in ("train", "val")]
+    calibration_set = content_set(calibration["source"], "calibration")
+    check_disjoint([calibration_set], scoring)
+    specs = evaluation_specs(list(evaluation.get("tasks") or []), limit=evaluation["limit"],
+                             rows=evaluation.get("slice"))
+    held = [content_set(str(spec), "evaluation") for spec in specs]
+    held += [content_set(source, "perplexity") for source in evaluation["ppl"]]
+    check_disjoint(held, [*scoring, calibration_set])
+
+
+def _needs(method) -> tuple[str, ...]:
+    from ..allocation.sparsity_methods import SPARSITY_METHODS
+
+    return SPARSITY_METHODS[method.method].needs
+
+
+def _calibration_windows(model: str, calibration: dict, seed: int):
+    from ..data.calibration import calibration_samples
+    from ..models import load_tokenizer
+
+    return calibration_samples(load_tokenizer(model), calibration["source"],
+                               calibration["nsamples"], calibration["seqlen"], seed)
+
+
+def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration,
+              remaining):
+    from ..allocation.api import allocate_sparsity, load_scores
+    from ..data.provenance import content_set
+    from ..models import load_model, load_skeleton
+
+    needs = _needs(method)
+    settings = {"model": model_id, "method": method.method, "options": method.options,
+                "aggregate": method.aggregate, "sparsity": sparsity}
+    if "scores" in needs:
+        settings["scores"] = scores_key
+    if "calibration" in needs:
+        settings.update(calibration=calibration, seed=seed)
+
+    def compute(folder):
+        scores = (load_scores(store.folder("scores", scores_key) / "scores", method.aggregate)
+                  if "scores" in needs else None)
+        reads_weights = "weights" in needs or "calibration" in needs
+        loaded = load_model(model, device="cpu")[0] if reads_weights else load_skeleton(model)
+        samples = calibration_set = None
+        if "calibration" in needs:
+            samples = _calibration_windows(model, calibration, seed)
+            calibration_set = content_set(calibration["source"], "calibration").to_dict()
+        alloc = allocate_sparsity(method.method, sparsity, model=loaded, model_name=model,
+                                  scores=scores, calibration=samples,
+                                  calibration_set=calibration_set, **method.options)
+        alloc.save(folder / "alloc.json")
+        return {"ratios": alloc.ratios, "global_sparsity": alloc.global_sparsity}
+
+    key, _ = store.run("allocation", settings, compute, label=f"{method.name} {sparsity}"
+                       + (f" s{seed}" if "calibration" in needs else ""), remaining=remaining,
+                       hashed=("alloc.json",))
+    return key
+
+
+def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calibration, seed,
+                        evaluation, label):
+    from ..allocation.api import SparsityAllocation
+    from ..data.provenance import check_disjoint, content_set
+    from ..evaluation.overlap import allocation_sets
+    from ..models import load_model
+    from ..pruning.prune import prune_model, save_pruned
+    from ..pruning.pruners import make_pruner
+
+    settings = {"allocation": alloc_key, "pruner": pruner.name, "options": pruner.options,
+                "calibration": calibration, "seed": seed}
+    pruned_key = cell_key("pruned", settings)
+    eval_settings = {"model": pruned_key, **evaluation}
+    eval_cell = store.load("eval", cell_key("eval", eval_settings))
+    if eval_cell is not None:
+        return cell_key("eval", eval_settings)
+
+    def compute(folder):
+        alloc_path = store.folder("allocation", alloc_key) / "alloc.json"
+        alloc = SparsityAllocation.load(alloc_path)
+        chosen = make_pruner(pruner.name, **pruner.options)
+        # what shaped the pruned model, recorded so its evaluation refuses overlapping data
+        recorded = allocation_sets(asdict(alloc), str(alloc_path))
+        samples = []
+        if chosen.needs_calibration:
+            calibration_set = content_set(calibration["source"], "calibration")
+            check_disjoint([calibration_set], recorded)
+            recorded.append(calibration_set)
+            samples = _calibration_windows(model, calibration, seed)
+        loaded, tokenizer = load_model(model, device="cpu")
+        report = prune_model(loaded, alloc.ratios, chosen, samples, progress=False)
+        save_pruned(loaded, tokenizer, folder / "model", {
+            "pruner": pruner.name, "pruner_arguments": asdict(chosen.args),
+            "allocation": asdict(alloc), "calibration": {**calibration, "seed": seed},
+            "provenance": [c.to_dict() for c in recorded]})
+        return {"achieved": report.achieved, "seconds": report.seconds}
+
+    pruned = store.folder("pruned", pruned_key)
+    if not (pruned / "model" / "config.json").exists():  # evaluated before, weights deleted
+        shutil.rmtree(pruned, ignore_errors=True)
+    store.run("pruned", settings, compute, label=label)
+    key, _ = _evaluate(store, str(pruned / "model"), pruned_key, pruned_key, evaluation, label)
+    if not config.keep_models:
+        shutil.rmtree(pruned / "model", ignore_errors=True)
+    return key
+
+
+def _evaluate(store, model, model_id, pruned_key, evaluation, label):
+    from ..evaluation import evaluate_model, evaluation_specs
+    from ..models import load_model
+
+    settings = {"model": pruned_key or model_id, **evaluation}
+
+    def compute(folder):
+        loaded, tokenizer = load_model(model, device="cpu")
+        specs = evaluation_specs(list(evaluation.get("tasks") or []), limit=evaluation["limit"],
+                                 rows=evaluation.get("slice"))
+        result = evaluate_model(loaded, tokenizer, specs, model_name=model,
+                                batch_size=evaluation["batch_size"],
+                                ppl=evaluation["ppl"], ppl_seqlen=evaluation["ppl_seqlen"],
+                                progress=False) if specs else _ppl_only(loaded, tokenizer,
+                                                                         evaluation)
+        write_json(folder / "eval.json", result)
+        return {"mean": result.get("mean", {}),
+                "perplexity": {k: v["perplexity"] for k, v in
+                               result.get("perplexity", {}).items()}}
+
+    return store.run("eval", settings, compute, label=label, hashed=("eval.json",))
+
+
+def _ppl_only(model, tokenizer, evaluation) -> dict:
+    from ..data.calibration import perplexity_text
+    from ..evaluation.perplexity import default_seqlen, perplexity
+
+    seqlen = evaluation["ppl_seqlen"] or default_seqlen(model)
+    out = {}
+    for source in evaluation["ppl"]:
+        text, max_windows = perplexity_text(source)
+        out[source] = perplexity(model, tokenizer, text, seqlen, max_windows, source)
+    return {"tasks": {}, "mean": {}, "perplexity": out}
+
+
+def load_eval(out: str | Path, key: str) -> dict:
+    return json.loads((Path(out) / "cells" / "eval" / key / "eval.json").read_text())

@@ -1,0 +1,205 @@
+"""`layerif experiment report DIR`: results.csv, tables.md, plots and report.html from the cells
+of a run (its manifest.json), written atomically.
+
+Tables are Table-2 shaped: one per pruner and sparsity, a row per method (seeds averaged item by
+item; each scoring slice of a LayerIF method its own row), with
+- mean accuracy over all evaluated items with its bootstrap 95% interval, and the paired
+  difference to the best baseline (the non-LayerIF method with the highest mean) with its
+  interval and paired-bootstrap p-value; with several seeds, also the paired t-test over the
+  seeds' means (as the paper's Table 9);
+- perplexity of each set, exp(mean NLL per token), with its interval over windows, and the
+  paired difference of log-perplexity to the best baseline (lowest perplexity) over windows.
+The best value is bold only when its interval excludes the runner-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayerIFError
+from ..evaluation.paired import bootstrap_interval, paired_bootstrap
+from ..io import write_text
+from .pruning import MANIFEST, load_eval
+
+
+@dataclass
+class Cell:
+    """One method under one pruner and sparsity: per-item correctness and per-window NLL per
+    token, each averaged over seeds, and the per-seed means."""
+
+    label: str
+    baseline: bool
+    items: np.ndarray  # (n_items,) accuracy, mean over seeds
+    seed_means: list[float]
+    windows: dict[str, np.ndarray]  # ppl source -> per-window NLL per token, mean over seeds
+    seed_ppl: dict[str, list[float]]
+
+
+def _label(row: dict, n_slices: int) -> str:
+    if row["slice"] is None or n_slices < 2:
+        return row["method"]
+    return f"{row['method']} (slice {row['slice']})"
+
+
+def _per_item(result: dict) -> np.ndarray:
+    parts = [t["per_item"]["acc"] for _, t in sorted(result["tasks"].items())
+             if t.get("per_item", {}).get("acc")]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _windows(result: dict) -> dict[str, np.ndarray]:
+    return {source: np.asarray(p["window_nll"]) / (p["window"] - 1)
+            for source, p in result.get("perplexity", {}).items()}
+
+
+def collect(out: str | Path) -> tuple[dict, list[dict]]:
+    """(manifest, one record per evaluated row with its eval results)."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        raise LayerIFError(f"{out}: no {MANIFEST}; run `layerif experiment run CONFIG --out "
+                           f"{out}` first.")
+    manifest = json.loads(path.read_text())
+    records = []
+    for row in manifest["rows"]:
+        try:
+            records.append({**row, "result": load_eval(out, row["eval"])})
+        except (OSError, ValueError) as exc:
+            raise LayerIFError(f"{out}: the evaluation of {row['method']} ({row['eval']}) is "
+                               f"missing or damaged ({exc}); run the config again to "
+                               "recompute it.") from None
+    return manifest, records
+
+
+def group(records: list[dict], n_slices: int) -> dict[tuple, list[Cell]]:
+    """(pruner, sparsity) -> cells; the dense model is its own group (None, 0.0)."""
+    by_key: dict[tuple, dict[str, list[dict]]] = {}
+    for r in records:
+        by_key.setdefault((r["pruner"], r["sparsity"]), {}).setdefault(
+            _label(r, n_slices), []).append(r)
+    groups = {}
+    for key, labels in by_key.items():
+        cells = []
+        for label, rs in labels.items():
+            items = [_per_item(r["result"]) for r in rs]
+            windows = [_windows(r["result"]) for r in rs]
+            cells.append(Cell(
+                label, not label.startswith("layerif"),
+                np.mean(items, axis=0) if items[0].size else np.zeros(0),
+                [float(i.mean()) for i in items if i.size],
+                {s: np.mean([w[s] for w in windows], axis=0) for s in windows[0]},
+                {s: [math.exp(float(w[s].mean())) for w in windows] for s in windows[0]}))
+        groups[key] = cells
+    return groups
+
+
+def _fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: int = 1) -> str:
+    return f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def _t_test(a: list[float], b: list[float]) -> str:
+    if len(a) < 2 or len(a) != len(b):
+        return ""
+    from scipy.stats import ttest_rel
+
+    d = np.subtract(a, b)
+    if np.allclose(d, d[0]):
+        return f", t-test: constant difference {d[0] * 100:+.1f}"
+    return f", t-test p = {ttest_rel(a, b).pvalue:.3f}"
+
+
+def table(cells: list[Cell], title: str) -> str:
+    """One Table-2 shaped markdown table (see the module docstring)."""
+    has_acc = any(c.items.size for c in cells)
+    sources = list(cells[0].windows) if cells else []
+    header = ["method"]
+    if has_acc:
+        header += ["mean acc % [95% CI]", "vs best baseline: diff [95% CI], p"]
+    for s in sources:
+        header += [f"ppl {s} [95% CI]", "vs best baseline: log-ppl diff [95% CI], p"]
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    acc = {c.label: bootstrap_interval(c.items) for c in cells if c.items.size}
+    ppl = {s: {c.label: bootstrap_interval(c.windows[s]) for c in cells} for s in sources}
+    baselines = [c for c in cells if c.baseline]
+    best_acc = max(baselines, key=lambda c: acc[c.label].mean) if has_acc and baselines else None
+    best_ppl = {s: min(baselines, key=lambda c: ppl[s][c.label].mean) for s in sources} \
+        if baselines else {}
+    bold_acc = _bold(acc, higher=True) if has_acc else None
+    bold_ppl = {s: _bold(ppl[s], higher=False) for s in sources}
+    for c in cells:
+        row = [c.label]
+        if has_acc:
+            iv = acc[c.label]
+            cell = _fmt_ci(iv.mean, iv.low, iv.high)
+            row.append(f"**{cell}**" if c.label == bold_acc else cell)
+            if best_acc is None or c is best_acc:
+                row.append("(best baseline)" if c is best_acc else "-")
+            else:
+                d = paired_bootstrap(c.items, best_acc.items)
+                row.append(f"{_fmt_ci(d.difference, d.low, d.high)}, p = {d.p_value:.3f}"
+                           + _t_test(c.seed_means, best_acc.seed_means))
+        for s in sources:
+            iv = ppl[s][c.label]
+            cell = f"{math.exp(iv.mean):.2f} [{math.exp(iv.low):.2f}, {math.exp(iv.high):.2f}]"
+            row.append(f"**{cell}**" if c.label == bold_ppl[s] else cell)
+            base = best_ppl.get(s)
+            if base is None or c is base:
+                row.append("(best baseline)" if c is base else "-")
+            else:
+                d = paired_bootstrap(c.windows[s], base.windows[s])
+                row.append(f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
+                           f"p = {d.p_value:.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _bold(intervals: dict, higher: bool) -> str | None:
+    """The best label when its interval excludes the runner-up's value, else None."""
+    if len(intervals) < 2:
+        return None
+    ranked = sorted(intervals.items(), key=lambda kv: kv[1].mean, reverse=higher)
+    (best, iv), (_, runner) = ranked[0], ranked[1]
+    return best if not iv.low <= runner.mean <= iv.high else None
+
+
+def results_csv(records: list[dict], n_slices: int) -> str:
+    """One row per evaluated model, seed and metric."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "slice", "pruner", "sparsity", "seed", "metric", "value", "n"])
+    for r in records:
+        base = [_label(r, n_slices), r["slice"], r["pruner"], r["sparsity"], r["seed"]]
+        for task, t in sorted(r["result"]["tasks"].items()):
+            for metric in ("acc", "acc_norm"):
+                if metric in t:
+                    writer.writerow([*base, f"{metric}:{task}", t[metric], t.get("n")])
+        for metric, value in sorted(r["result"].get("mean", {}).items()):
+            writer.writerow([*base, f"{metric}:mean", value, ""])
+        for source, p in r["result"].get("perplexity", {}).items():
+            writer.writerow([*base, f"ppl:{source}", p["perplexity"], p["tokens"]])
+    return buffer.getvalue()
+
+
+def write_report(out: str | Path) -> list[Path]:
+    """results.csv and tables.md in `out` (each written atomically); returns their paths."""
+    out = Path(out)
+    manifest, records = collect(out)
+    n_slices = len(manifest.get("scores", []))
+    groups = group(records, n_slices)
+    dense = groups.pop((None, 0.0), None)
+    parts = [f"# {manifest['name']}", ""]
+    if dense:
+        parts += [table(dense, "dense (unpruned)"), ""]
+    for (pruner, sparsity), cells in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    paths = [out / "results.csv", out / "tables.md"]
+    write_text(paths[0], results_csv(records, n_slices))
+    write_text(paths[1], "\n".join(parts))
+    return paths

@@ -1,0 +1,138 @@
+"""`layerif experiment`: a tiny grid end to end, its resume (counted in cell executions, not
+seconds), what a changed setting recomputes, a killed run, a damaged cell, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from layerif.cli import main
+from layerif.experiments import load_config, run_pruning, write_report
+from layerif.experiments.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(tmp_path: Path, **changes) -> Path:
+    """experiments/smoke.yaml cut to two methods, one seed, no dense run."""
+    raw = yaml.safe_load((ROOT / "experiments" / "smoke.yaml").read_text())
+    raw.update(methods=[{"method": "uniform"},
+                        {"method": "layerif", "aggregate": "helpful", "label": "layerif"}],
+               seeds=[0], dense=False)
+    raw["evaluation"]["slice"] = "0:8"
+    raw.update(changes)
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def kinds(summary) -> dict:
+    counts: dict[str, int] = {}
+    for kind, _ in summary.executed:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exp")
+    config = small_config(tmp)
+    out = tmp / "run"
+    summary = run_pruning(load_config(config), out, progress=False)
+    return tmp, config, out, summary
+
+
+def test_a_grid_runs_and_a_rerun_computes_nothing(first_run):
+    tmp, config, out, summary = first_run
+    assert kinds(summary) == {"model": 1, "scores": 1, "allocation": 2, "pruned": 2, "eval": 2}
+    again = run_pruning(load_config(config), out, progress=False)
+    assert again.executed == [] and again.corrupt == []
+    assert [r["eval"] for r in again.rows] == [r["eval"] for r in summary.rows]
+    # pruned weights are deleted once evaluated; the evaluation keeps per-item results
+    assert not list(out.glob("cells/pruned/*/model/*.safetensors"))
+    result = json.loads(next(out.glob("cells/eval/*/eval.json")).read_text())
+    assert len(result["tasks"]["arc_easy"]["per_item"]["acc"]) == 8
+    assert "window_nll" in next(iter(result["perplexity"].values()))
+
+
+def test_a_changed_setting_recomputes_only_what_depends_on_it(first_run, tmp_path):
+    _, _, out, _ = first_run
+    # a second calibration seed: the same allocations (neither reads calibration data), new
+    # prunes and evaluations for seed 1 only
+    summary = run_pruning(load_config(small_config(tmp_path, seeds=[0, 1])), out,
+                          progress=False)
+    assert kinds(summary) == {"pruned": 2, "eval": 2}
+    # another scoring slice: new scores, a new layerif allocation; uniform is untouched
+    raw = yaml.safe_load((ROOT / "experiments" / "smoke.yaml").read_text())
+    slices = raw["scoring"]["slices"] + [{"train": "boolq:validation[268:276]",
+                                          "val": "boolq:validation[276:280]"}]
+    summary = run_pruning(load_config(small_config(tmp_path, scoring={
+        **raw["scoring"], "slices": slices})), out, progress=False)
+    assert kinds(summary) == {"scores": 1, "allocation": 1, "pruned": 1, "eval": 1}
+
+
+def test_a_killed_run_resumes_and_a_damaged_cell_is_recomputed(tmp_path, monkeypatch):
+    import layerif.evaluation as evaluation
+
+    config = load_config(small_config(tmp_path))
+    real, calls = evaluation.evaluate_model, {"n": 0}
+
+    def dies_second_time(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluation, "evaluate_model", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        run_pruning(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(evaluation, "evaluate_model", real)
+    assert len(list((tmp_path / "run").glob("cells/eval/*/cell.json"))) == 1
+    summary = run_pruning(config, tmp_path / "run", progress=False)
+    assert kinds(summary) == {"eval": 1}  # the pruned model of the killed one was stored
+    # damage one evaluation: it is detected, reported and recomputed (with its pruned model)
+    damaged = next((tmp_path / "run").glob("cells/eval/*/eval.json"))
+    damaged.write_text(damaged.read_text().replace('"acc"', '"acc_x"', 1))
+    summary = run_pruning(config, tmp_path / "run", progress=False)
+    assert len(summary.corrupt) == 1 and kinds(summary) == {"pruned": 1, "eval": 1}
+
+
+def test_report_tables_and_csv(first_run, capsys):
+    _, _, out, _ = first_run
+    assert main(["experiment", "report", str(out)]) == 0
+    tables = (out / "tables.md").read_text()
+    assert "wanda, 50% sparsity" in tables and "| uniform |" in tables  # (slices 0 and 1 from
+    # the changed-setting test, which shares this folder)
+    assert "(best baseline)" in tables and "p = " in tables
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0] == "method,slice,pruner,sparsity,seed,metric,value,n"
+    assert any(r.startswith("layerif (slice 1),") and ",acc:arc_easy," in r for r in rows)
+    assert write_report(out)  # again: the same files, atomically replaced
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"methods": [{"method": "nope"}]}, "methods[0]: unknown sparsity method 'nope'"),
+    ({"methods": [{"method": "dlp", "alpha": 0.9}]}, "methods[0]: DLP's alpha must be in"),
+    ({"pruners": [{"name": "wanda", "damping": 1}]}, "pruners[0]: pruner wanda takes no option"),
+    ({"sparsities": [1.5]}, "sparsities: give targets in (0, 1)"),
+    ({"scoring": {"max_length": 64}}, "scoring.slices: layerif methods need at least one"),
+    ({"colour": "red"}, "top level: unknown key colour"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message, capsys):
+    path = small_config(tmp_path, **change)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert main(["experiment", "run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_overlapping_evaluation_data_is_refused_before_any_work(tmp_path):
+    config = load_config(small_config(tmp_path, evaluation={
+        "tasks": ["boolq"], "slice": "256:260", "ppl": [], "batch_size": 8}))
+    with pytest.raises(Exception, match="shares content with the scoring train set"):
+        run_pruning(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "cells" / "scores").exists()
