@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m pytest -q -m "not slow and not llmcompressor" "$@"
-.venv/bin/python -m pytest -q -m slow -k "demo" "$@"
+.venv/bin/python -m pytest -q -m slow -k "demo or smoke" "$@"
 # llm-compressor in its own environment (built once, ~5 min; skipped if PyPI is out of reach)
 .venv/bin/python -m pytest -q -m llmcompressor "$@"

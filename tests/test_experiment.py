@@ -136,3 +136,18 @@ def test_overlapping_evaluation_data_is_refused_before_any_work(tmp_path):
     with pytest.raises(Exception, match="shares content with the scoring train set"):
         run_pruning(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "cells" / "scores").exists()
+
+
+@pytest.mark.slow
+def test_smoke_config_end_to_end(tmp_path, capsys):
+    """The README's commands on experiments/smoke.yaml (CI runs this one)."""
+    out = tmp_path / "s"
+    assert main(["experiment", "run", str(ROOT / "experiments" / "smoke.yaml"), "--out",
+                 str(out), "--quiet"]) == 0
+    assert main(["experiment", "report", str(out)]) == 0
+    assert main(["experiment", "run", str(ROOT / "experiments" / "smoke.yaml"), "--out",
+                 str(out), "--quiet"]) == 0
+    assert "computed nothing new (all cells stored)" in capsys.readouterr().out
+    tables = (out / "tables.md").read_text()
+    for label in ("dense", "uniform", "dlp", "atp", "layerif-helpful"):
+        assert f"| {label} |" in tables, label
