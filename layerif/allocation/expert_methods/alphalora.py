@@ -4,29 +4,17 @@ Heavy-Tailed Self-Regularization a less well-trained layer, gets more."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ...options import option
 from ..alpha import block_alphas
 from ..experts import AllocationError, alphalora_weights
 from .base import ExpertInputs, ExpertMethod, register
-from .layerif import BETA_HELP
-
-
-@dataclass
-class AlphaLoRAArguments:
-    beta: float = option(2.0, "--beta", BETA_HELP)
-
-    def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise AllocationError(f"beta must be > 0, got {self.beta}.")
+from .layerif import BetaArguments
 
 
 @register
 class AlphaLoRA(ExpertMethod):
     name = "alphalora"
     needs = ("weights",)
-    Arguments = AlphaLoRAArguments
+    Arguments = BetaArguments
 
     def weights(self, inputs: ExpertInputs):
         if inputs.blocks is None:

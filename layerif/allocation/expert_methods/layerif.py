@@ -10,12 +10,13 @@ from ...options import option
 from ..experts import AllocationError, layerif_weights
 from .base import ExpertInputs, ExpertMethod, register
 
-BETA_HELP = "exponent of the score (or alpha) weighting (default 2)"
-
 
 @dataclass
-class LayerIFArguments:
-    beta: float = option(2.0, "--beta", BETA_HELP)
+class BetaArguments:
+    """The exponent of a weighting method (LayerIF's scores, AlphaLoRA's alphas)."""
+
+    beta: float = option(2.0, "--beta", "exponent of the score (or alpha) weighting "
+                         "(default 2)")
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
@@ -26,7 +27,7 @@ class LayerIFArguments:
 class LayerIF(ExpertMethod):
     name = "layerif"
     needs = ("scores",)
-    Arguments = LayerIFArguments
+    Arguments = BetaArguments
 
     def weights(self, inputs: ExpertInputs):
         from ..api import layer_profile
