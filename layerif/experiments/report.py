@@ -188,7 +188,8 @@ def results_csv(records: list[dict], n_slices: int) -> str:
 
 
 def write_report(out: str | Path) -> list[Path]:
-    """results.csv and tables.md in `out` (each written atomically); returns their paths."""
+    """results.csv, tables.md, plots/*.png and report.html (the tables and plots in one file
+    that opens offline) in `out`, each written atomically; returns their paths."""
     out = Path(out)
     manifest, records = collect(out)
     n_slices = len(manifest.get("scores", []))
@@ -197,9 +198,110 @@ def write_report(out: str | Path) -> list[Path]:
     parts = [f"# {manifest['name']}", ""]
     if dense:
         parts += [table(dense, "dense (unpruned)"), ""]
-    for (pruner, sparsity), cells in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    markdown = "\n".join(parts)
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], results_csv(records, n_slices))
-    write_text(paths[1], "\n".join(parts))
-    return paths
+    write_text(paths[1], markdown)
+    figures = _figures(out, manifest, records, dict(ordered), n_slices)
+    html = render_html(manifest["name"], markdown, figures)
+    write_text(out / "report.html", html)
+    return [*paths, *(p for _, p in figures), out / "report.html"]
+
+
+def _figures(out: Path, manifest: dict, records: list[dict], groups: dict, n_slices: int
+             ) -> list[tuple[str, Path]]:
+    """(caption, png) for each plot of the report."""
+    from .figures import plot_against_sparsity, plot_allocations, plot_profiles
+
+    plots = out / "plots"
+    figures = []
+    scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
+              for key in manifest.get("scores", [])]
+    if scores:
+        figures.append(("LayerIF layer profiles per scoring slice, with bootstrap bands",
+                        plot_profiles(scores, plots / "profiles.png")))
+    by_sparsity: dict[float, dict[str, list[float]]] = {}
+    for r in records:
+        if r.get("allocation"):
+            alloc = json.loads((out / "cells" / "allocation" / r["allocation"] /
+                                "alloc.json").read_text())
+            by_sparsity.setdefault(r["sparsity"], {}).setdefault(_label(r, n_slices),
+                                                                 alloc["ratios"])
+    for sparsity, allocations in sorted(by_sparsity.items()):
+        figures.append((f"per-layer sparsity of each method at {sparsity:.0%}",
+                        plot_allocations(allocations, sparsity,
+                                         plots / f"allocations-{sparsity:g}.png")))
+    for pruner in sorted({k[0] for k in groups}):
+        acc: dict[str, list] = {}
+        ppl: dict[str, dict[str, list]] = {}
+        for (p, sparsity), cells in groups.items():
+            if p != pruner:
+                continue
+            for c in cells:
+                if c.items.size:
+                    iv = bootstrap_interval(c.items)
+                    acc.setdefault(c.label, []).append(
+                        (sparsity, 100 * iv.mean, 100 * iv.low, 100 * iv.high))
+                for source, w in c.windows.items():
+                    iv = bootstrap_interval(w)
+                    ppl.setdefault(source, {}).setdefault(c.label, []).append(
+                        (sparsity, *(math.exp(x) for x in (iv.mean, iv.low, iv.high))))
+        if acc:
+            figures.append((f"{pruner}: mean accuracy against sparsity (95% intervals)",
+                            plot_against_sparsity(acc, "mean accuracy %", pruner,
+                                                  plots / f"accuracy-{pruner}.png")))
+        for i, (source, series) in enumerate(sorted(ppl.items())):
+            figures.append((f"{pruner}: perplexity on {source} against sparsity",
+                            plot_against_sparsity(series, f"perplexity ({source})", pruner,
+                                                  plots / f"perplexity-{pruner}-{i}.png",
+                                                  log=True)))
+    return figures
+
+
+def render_html(title: str, markdown: str, figures: list[tuple[str, Path]]) -> str:
+    """One self-contained page: the markdown tables as HTML tables, the plots inlined."""
+    import base64
+    import html
+
+    body, rows = [], []
+
+    def flush():
+        if rows:
+            head, *rest = rows
+            body.append("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in head)
+                        + "</tr></thead><tbody>" + "".join(
+                            "<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                            for r in rest) + "</tbody></table>")
+            rows.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if set(line) <= set("|-: "):
+                continue  # the separator row
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            rows.append([f"<b>{c[2:-2]}</b>" if c.startswith("**") and c.endswith("**")
+                         else c for c in cells])
+            continue
+        flush()
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("**") and line.endswith("**"):
+            body.append(f"<h2>{html.escape(line[2:-2])}</h2>")
+    flush()
+    for caption, png in figures:
+        data = base64.b64encode(png.read_bytes()).decode()
+        body.append(f'<figure><img alt="{html.escape(caption)}" '
+                    f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+                    "</figcaption></figure>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:"
+             "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:"
+             "left}img{max-width:100%}")
+    # marks each image with the width the browser decoded (0: broken), for checks in a browser
+    script = ("addEventListener('load',()=>{for(const i of document.images)"
+              "i.dataset.decodedWidth=i.naturalWidth})")
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style><script>{script}</script></head><body>"
+            f"{''.join(body)}</body></html>\n")

@@ -33,7 +33,7 @@ def plot_layer_profiles(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_expert_allocations(
@@ -59,10 +59,10 @@ def plot_expert_allocations(
     axes[-1, 0].set_xlabel("layer (decoder block)")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     """Write a PNG atomically (io's temp file + rename) and close the figure."""
     import matplotlib.pyplot as plt
 
