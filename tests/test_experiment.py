@@ -182,3 +182,24 @@ def test_report_html_renders_in_a_browser(first_run, tmp_path):
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"',
                                                                               page))
     assert "<link" not in page
+
+
+def test_atp_never_reads_evaluation_data(tmp_path):
+    """Two runs that differ only in their evaluation data, one of them poisoned (gibberish
+    held text, other items), choose the same ATP beta from the same held perplexities: the
+    search reads calibration windows only."""
+    poison = tmp_path / "poison.txt"
+    poison.write_text("zzzq xqj vvkw " * 400)
+    chosen = []
+    for i, evaluation in enumerate([
+            {"tasks": ["arc_easy"], "slice": "0:8", "ppl": [], "batch_size": 8},
+            {"tasks": ["arc_challenge"], "slice": "0:8", "ppl": [str(poison)],
+             "ppl_seqlen": 64, "batch_size": 8}]):
+        config = load_config(small_config(tmp_path, evaluation=evaluation, methods=[
+            {"method": "atp", "grid": "0,0.5,1", "nsamples": 2, "held": 2}]))
+        out = tmp_path / f"run{i}"
+        run_pruning(config, out, progress=False)
+        alloc = json.loads(next(out.glob("cells/allocation/*/alloc.json")).read_text())
+        chosen.append(alloc["parameters"])
+    assert chosen[0] == chosen[1]
+    assert len(set(chosen[0]["held_perplexity"])) == 3  # the grid points differ: a real choice
