@@ -203,3 +203,14 @@ def test_atp_never_reads_evaluation_data(tmp_path):
         chosen.append(alloc["parameters"])
     assert chosen[0] == chosen[1]
     assert len(set(chosen[0]["held_perplexity"])) == 3  # the grid points differ: a real choice
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_committed_configs_are_valid_and_disjoint(path):
+    """Every committed config loads, and its scoring, calibration and evaluation data are
+    disjoint by content (what `run` checks before any work)."""
+    from layerif.experiments.pruning import _refuse_overlaps, run_settings
+
+    config = load_config(path)
+    _refuse_overlaps(config, *run_settings(config)[:2])

@@ -72,11 +72,7 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
 
     start = time.perf_counter()
     out = Path(out)
-    calibration = {**DEFAULT_CALIBRATION, **config.calibration}
-    evaluation = {"limit": 200, "ppl": [], "ppl_seqlen": None, "batch_size": 8,
-                  **config.evaluation}
-    scoring = {"max_length": 256, "format": "plain", "estimator": "datainf", "batch_size": 8,
-               "params": "all", **config.scoring}
+    calibration, evaluation, scoring = run_settings(config)
     _refuse_overlaps(config, calibration, evaluation)
     store = CellStore(out, progress=print if progress else None)
     model = _model(config, store)
@@ -119,6 +115,16 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     write_json(out / MANIFEST, {"config": config.path, "name": config.name, "rows": rows,
                                 "scores": scores_keys})
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows)
+
+
+def run_settings(config: ExperimentConfig) -> tuple[dict, dict, dict]:
+    """(calibration, evaluation, scoring) settings: the config's over the defaults."""
+    calibration = {**DEFAULT_CALIBRATION, **config.calibration}
+    evaluation = {"limit": 200, "ppl": [], "ppl_seqlen": None, "batch_size": 8,
+                  **config.evaluation}
+    scoring = {"max_length": 256, "format": "plain", "estimator": "datainf", "batch_size": 8,
+               "params": "all", **config.scoring}
+    return calibration, evaluation, scoring
 
 
 def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: dict) -> None:
