@@ -10,9 +10,24 @@ to another component.
 
 from __future__ import annotations
 
-from dataclasses import field, fields
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 from .errors import LayerIFError
+
+
+@dataclass
+class NoArguments:
+    """A component without options."""
+
+
+class Component:
+    """A registered component: `Arguments` is its dataclass of options, `args` an instance."""
+
+    Arguments: ClassVar[type] = NoArguments
+
+    def __init__(self, args=None):
+        self.args = args if args is not None else self.Arguments()
 
 
 def option(default, flag: str, help: str, choices: tuple | None = None):  # noqa: A002

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...options import build
+from ...options import Component, build
 from ..experts import AllocationError, largest_remainder
 
 
@@ -31,19 +31,10 @@ class ExpertInputs:
     scores: dict | None = None
 
 
-@dataclass
-class NoArguments:
-    """A method without options."""
-
-
-class ExpertMethod(ABC):
+class ExpertMethod(Component, ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()  # "scores", "weights"
-    Arguments: ClassVar[type] = NoArguments
     gives_weights: ClassVar[bool] = True  # False: fixes counts itself, no rank form
-
-    def __init__(self, args=None):
-        self.args = args if args is not None else self.Arguments()
 
     def weights(self, inputs: ExpertInputs) -> tuple[np.ndarray, np.ndarray | None, dict]:
         """(weights (n_layers,) >= 0, tie priority or None (then the larger weight), what to

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...options import build
+from ...options import Component, build
 from ..experts import AllocationError
 
 # What a method may read; the CLI loads only what the chosen method needs.
@@ -41,18 +41,9 @@ class SparsityInputs:
     calibration: Sequence[torch.Tensor] | None = None
 
 
-@dataclass
-class NoArguments:
-    """A method without options."""
-
-
-class SparsityMethod(ABC):
+class SparsityMethod(Component, ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
-    Arguments: ClassVar[type] = NoArguments
-
-    def __init__(self, args=None):
-        self.args = args if args is not None else self.Arguments()
 
     @abstractmethod
     def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:

@@ -11,29 +11,19 @@ experiment runner take pruners by name from `PRUNERS`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from ...options import build
+from ...options import Component, build
 from .structure import Structure
 
 
-@dataclass
-class NoArguments:
-    """A pruner without options."""
-
-
-class Pruner(ABC):
+class Pruner(Component, ABC):
     name: ClassVar[str]
     # what the pruner reads of each matrix's inputs: None, "sq_norms" (sum over tokens of
     # x_j^2) or "hessian" (also sum x x^T); see pruning/prune.py InputStatistics
     statistics: ClassVar[str | None] = None
-    Arguments: ClassVar[type] = NoArguments
-
-    def __init__(self, args=None):
-        self.args = args if args is not None else self.Arguments()
 
     @property
     def needs_calibration(self) -> bool:
