@@ -210,7 +210,6 @@ def test_atp_never_reads_evaluation_data(tmp_path):
 def test_committed_configs_are_valid_and_disjoint(path):
     """Every committed config loads, and its scoring, calibration and evaluation data are
     disjoint by content (what `run` checks before any work)."""
-    from layerif.experiments.pruning import _refuse_overlaps, run_settings
+    from layerif.experiments import check_data
 
-    config = load_config(path)
-    _refuse_overlaps(config, *run_settings(config)[:2])
+    check_data(load_config(path))

@@ -6,7 +6,8 @@ NAME = "experiment"
 
 
 def add(sub) -> None:
-    ex = sub.add_parser("experiment", help="run a declarative experiment grid and report it")
+    ex = sub.add_parser("experiment", help="run a declarative experiment grid (pruning or "
+                        "LoRA-MoE) and report it")
     actions = ex.add_subparsers(dest="action", required=True)
     run_p = actions.add_parser("run", help="run (or resume) the cells of a config")
     run_p.add_argument("config", help="experiment YAML (see experiments/*.yaml)")
@@ -17,14 +18,14 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..experiments import load_config, run_pruning, write_report
+    from ..experiments import load_config, run_experiment, write_report
 
     if args.action == "report":
         for path in write_report(args.out):
             print(f"wrote {path}")
         return 0
     config = load_config(args.config)
-    summary = run_pruning(config, args.out, progress=not args.quiet)
+    summary = run_experiment(config, args.out, progress=not args.quiet)
     kinds: dict[str, int] = {}
     for kind, _key in summary.executed:
         kinds[kind] = kinds.get(kind, 0) + 1

@@ -83,6 +83,25 @@ def load_instruct(spec: TaskSpec | str) -> list[InstructItem]:
     return [instruct_item(task, row, origin) for origin, row in rows]
 
 
+def balance_answers(items: list[InstructItem]) -> list[InstructItem]:
+    """The items thinned so that every gold answer appears equally often: of each answer, the
+    first m rows in row order (m: the rarest answer's count), kept in row order. An adapter
+    trained on a skewed slice can score its majority share by always giving one answer; on a
+    balanced one that scores chance, so only reading the input pays."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.answer] = counts.get(item.answer, 0) + 1
+    if len(counts) < 2:
+        raise DataError("cannot balance answers: the rows have a single gold answer.")
+    keep, taken = min(counts.values()), dict.fromkeys(counts, 0)
+    out = []
+    for item in items:
+        if taken[item.answer] < keep:
+            taken[item.answer] += 1
+            out.append(item)
+    return out
+
+
 def extract_answer(generated: str, lettered: bool) -> str | None:
     """The answer a generated response states: the letter after "answer is", or the label after
     "Answer:" (lower-cased, stripped); None when the response states none."""

@@ -66,7 +66,10 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
                                          progress=progress))
     for part in parts:
         for task, metrics in part["tasks"].items():
+            per_item = result["tasks"][task].get("per_item", {}) | metrics.get("per_item", {})
             result["tasks"][task].update(metrics)
+            if per_item:  # each part keeps per-item results under its own metric names
+                result["tasks"][task]["per_item"] = per_item
         result["mean"].update(part["mean"])
     if ppl_sources:
         seqlen = ppl_seqlen or default_seqlen(model)

@@ -58,8 +58,9 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
 def evaluate_generation(model, tokenizer, specs: list[TaskSpec], *, batch_size: int = 8,
                         max_new_tokens: int = MAX_NEW_TOKENS, max_length: int = 256,
                         progress: bool = True) -> dict:
-    """{"tasks": {task: {gen_acc, gen_acc_stderr, gen_unanswered, n, slice, generations}},
-    "mean": {"gen_acc"}}; `generations` lists every item's origin, response and answers."""
+    """{"tasks": {task: {gen_acc, gen_acc_stderr, gen_unanswered, n, slice, generations,
+    per_item: {gen_acc: [0/1 per item in row order]}}}, "mean": {"gen_acc"}}; `generations`
+    lists every item's origin, response and answers."""
     tasks = {}
     for spec in specs:
         items = load_instruct(spec)
@@ -77,6 +78,7 @@ def evaluate_generation(model, tokenizer, specs: list[TaskSpec], *, batch_size: 
             # lm-eval's stderr of a mean: sample standard deviation / sqrt(n)
             "gen_acc_stderr": math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else 0.0,
             "gen_unanswered": sum(p is None for p in predicted) / n,
+            "per_item": {"gen_acc": [int(h) for h in hits]},
             "generations": [{"origin": it.origin, "response": r, "predicted": p,
                              "gold": it.answer} for it, r, p in zip(items, responses, predicted,
                                                                      strict=True)],

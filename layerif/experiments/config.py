@@ -17,6 +17,25 @@
                  ppl_seqlen: 512, batch_size: 8}
     dense: true                    # evaluate the unpruned model too
     keep_models: false             # pruned weights are deleted once evaluated
+
+A LoRA-MoE grid (`kind: lora-moe`): expert methods x tasks x seeds, each a fine-tuned LoRA-MoE
+evaluated by generative and log-likelihood accuracy:
+
+    kind: lora-moe
+    name: moe-sciq
+    model: smollm2-135m
+    tasks:                         # per task: fine-tuning rows and LayerIF's validation rows
+      - {task: sciq, train: "sciq:validation[0:512]", val: "sciq:validation[512:528]"}
+    scoring: {max_length: 256}     # format defaults to instruct (what the adapters train on)
+    methods:                       # expert methods (any registered) with their arguments
+      - {method: layerif, aggregate: helpful, label: layerif-helpful}
+      - {method: mola, pattern: "2468", label: mola-2468}
+    total: 120                     # experts over all layers (MoLA's patterns fix their own)
+    training: {epochs: 3, lr: 3.0e-4, batch_size: 4, max_length: 256, balance: true}
+    lora: {rank: 8, alpha: 16, dropout: 0.05, top_k: 2}
+    seeds: [0, 1, 2]               # adapter initialisation and data order
+    evaluation: {limit: 300, batch_size: 8}   # each task's last `limit` rows (or slice: "a:b")
+    base: true                     # evaluate the model without adapters too
 """
 
 from __future__ import annotations
@@ -68,8 +87,32 @@ class ExperimentConfig:
     path: str = ""
 
 
+@dataclass
+class MoEExperimentConfig:
+    name: str
+    model: str | dict
+    tasks: list[dict]  # {task, train, val}
+    methods: list[MethodSpec]
+    total: int | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scoring: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    lora: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    base: bool = True
+    keep_models: bool = False
+    path: str = ""
+    kind: str = "lora-moe"
+
+
+KINDS = ("pruning", "lora-moe")
 KEYS = {"name", "model", "scoring", "methods", "pruners", "sparsities", "seeds", "calibration",
         "evaluation", "dense", "keep_models", "kind"}
+MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training", "lora", "seeds",
+            "evaluation", "base", "keep_models", "kind"}
+TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance"}
+LORA_KEYS = {"rank", "alpha", "dropout", "top_k"}
+MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size"}
 SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params"}
 CALIBRATION_KEYS = {"source", "nsamples", "seqlen"}
 EVALUATION_KEYS = {"tasks", "limit", "slice", "ppl", "ppl_seqlen", "batch_size"}
@@ -85,14 +128,19 @@ def _known(path: str, where: str, given: dict, known: set) -> None:
         _fail(path, where, f"unknown key {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def load_config(path: str | Path) -> ExperimentConfig | MoEExperimentConfig:
     """The config at `path`, checked: keys, methods and pruners by their registries, their
     arguments by their own validation, and that layerif methods have scoring slices."""
-    from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
-    from ..influence.aggregate import check_aggregate
-    from ..pruning.pruners import make_pruner
-
     path = str(path)
+    raw = _read(path)
+    kind = raw.get("kind", "pruning")
+    if kind not in KINDS:
+        _fail(path, "kind", f"{kind!r} is not a kind of experiment; use one of "
+                            f"{', '.join(KINDS)}.")
+    return _moe_config(path, raw) if kind == "lora-moe" else _pruning_config(path, raw)
+
+
+def _read(path: str) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -101,14 +149,15 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys (name, model, methods, ...).")
-    _known(path, "top level", raw, KEYS)
-    if raw.get("kind", "pruning") != "pruning":
-        _fail(path, "kind", f"{raw['kind']!r} is not supported yet; use pruning.")
-    for key in ("name", "model", "methods", "pruners", "sparsities"):
-        if key not in raw:
-            _fail(path, key, "missing.")
+    return raw
+
+
+def _methods(path: str, raw: list, make) -> list[MethodSpec]:
+    """The `methods` list, each checked by `make(name, **arguments)` (its registry)."""
+    from ..influence.aggregate import check_aggregate
+
     methods = []
-    for i, m in enumerate(raw["methods"] or []):
+    for i, m in enumerate(raw or []):
         where = f"methods[{i}]"
         if isinstance(m, str):
             m = {"method": m}
@@ -116,7 +165,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
             _fail(path, where, "give {method: NAME, ...its arguments}.")
         options = {k: v for k, v in m.items() if k not in ("method", "aggregate", "label")}
         try:
-            make_sparsity_method(m["method"], **options)
+            make(m["method"], **options)
             aggregate = check_aggregate(m["aggregate"]) if m.get("aggregate") else None
         except LayerIFError as exc:
             _fail(path, where, str(exc))
@@ -126,6 +175,28 @@ def load_config(path: str | Path) -> ExperimentConfig:
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         _fail(path, "methods", f"labels repeat ({', '.join(names)}); give each a label.")
+    if not methods:
+        _fail(path, "methods", "give at least one method.")
+    return methods
+
+
+def _section(path: str, raw: dict, key: str, known: set) -> dict:
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        _fail(path, key, f"give a mapping of {', '.join(sorted(known))}.")
+    _known(path, key, section, known)
+    return dict(section)
+
+
+def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
+    from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
+    from ..pruning.pruners import make_pruner
+
+    _known(path, "top level", raw, KEYS)
+    for key in ("name", "model", "methods", "pruners", "sparsities"):
+        if key not in raw:
+            _fail(path, key, "missing.")
+    methods = _methods(path, raw["methods"], make_sparsity_method)
     pruners = []
     for i, p in enumerate(raw["pruners"] or []):
         p = {"name": p} if isinstance(p, str) else dict(p)
@@ -147,10 +218,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
             _fail(path, f"scoring.slices[{i}]", "give {train: SPEC, val: SPEC}.")
     if any("scores" in SPARSITY_METHODS[m.method].needs for m in methods) and not slices:
         _fail(path, "scoring.slices", "layerif methods need at least one scoring slice.")
-    calibration = dict(raw.get("calibration") or {})
-    _known(path, "calibration", calibration, CALIBRATION_KEYS)
-    evaluation = dict(raw.get("evaluation") or {})
-    _known(path, "evaluation", evaluation, EVALUATION_KEYS)
+    calibration = _section(path, raw, "calibration", CALIBRATION_KEYS)
+    evaluation = _section(path, raw, "evaluation", EVALUATION_KEYS)
     if not evaluation.get("tasks") and not evaluation.get("ppl"):
         _fail(path, "evaluation", "give tasks, ppl or both.")
     return ExperimentConfig(
@@ -158,3 +227,43 @@ def load_config(path: str | Path) -> ExperimentConfig:
         sparsities=sparsities, seeds=seeds, slices=slices, scoring=scoring,
         calibration=calibration, evaluation=evaluation, dense=bool(raw.get("dense", True)),
         keep_models=bool(raw.get("keep_models", False)), path=path)
+
+
+def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
+    from ..allocation.expert_methods import EXPERT_METHODS, make_expert_method
+    from ..data.instruct import instruct_tasks
+    from ..training import FinetuneArguments
+
+    _known(path, "top level", raw, MOE_KEYS)
+    for key in ("name", "model", "tasks", "methods"):
+        if key not in raw:
+            _fail(path, key, "missing.")
+    methods = _methods(path, raw["methods"], make_expert_method)
+    tasks = []
+    for i, t in enumerate(raw["tasks"] or []):
+        if not isinstance(t, dict) or set(t) != {"task", "train", "val"}:
+            _fail(path, f"tasks[{i}]", "give {task: NAME, train: SPEC, val: SPEC}.")
+        if t["task"] not in instruct_tasks():
+            _fail(path, f"tasks[{i}]", f"task {t['task']!r} has no instruction format; use one "
+                                       f"of {', '.join(instruct_tasks())}.")
+        tasks.append(dict(t))
+    if not tasks:
+        _fail(path, "tasks", "give at least one task.")
+    total = raw.get("total")
+    if total is not None and (not isinstance(total, int) or total < 1):
+        _fail(path, "total", "give a positive number of experts.")
+    if total is None and any(EXPERT_METHODS[m.method].gives_weights for m in methods):
+        _fail(path, "total", "methods that weight layers need the total number of experts.")
+    training = _section(path, raw, "training", TRAINING_KEYS)
+    try:
+        FinetuneArguments(**{k: v for k, v in training.items() if k != "balance"})
+    except (LayerIFError, TypeError) as exc:
+        _fail(path, "training", str(exc))
+    scoring = _section(path, raw, "scoring", SCORING_KEYS - {"slices"})
+    return MoEExperimentConfig(
+        name=str(raw["name"]), model=raw["model"], tasks=tasks, methods=methods, total=total,
+        seeds=[int(s) for s in raw.get("seeds", [0])], scoring=scoring, training=training,
+        lora=_section(path, raw, "lora", LORA_KEYS),
+        evaluation=_section(path, raw, "evaluation", MOE_EVALUATION_KEYS),
+        base=bool(raw.get("base", True)), keep_models=bool(raw.get("keep_models", False)),
+        path=path)

@@ -192,6 +192,8 @@ def write_report(out: str | Path) -> list[Path]:
     that opens offline) in `out`, each written atomically; returns their paths."""
     out = Path(out)
     manifest, records = collect(out)
+    if manifest.get("kind") == "lora-moe":
+        return _write_moe_report(out, manifest, records)
     n_slices = len(manifest.get("scores", []))
     groups = group(records, n_slices)
     dense = groups.pop((None, 0.0), None)
@@ -208,6 +210,22 @@ def write_report(out: str | Path) -> list[Path]:
     figures = _figures(out, manifest, records, dict(ordered), n_slices)
     html = render_html(manifest["name"], markdown, figures)
     write_text(out / "report.html", html)
+    return [*paths, *(p for _, p in figures), out / "report.html"]
+
+
+def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Path]:
+    from .moe_report import moe_csv_rows, moe_figures, moe_markdown
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "task", "seed", "metric", "value", "n"])
+    writer.writerows(moe_csv_rows(records))
+    markdown = moe_markdown(manifest, records)
+    paths = [out / "results.csv", out / "tables.md"]
+    write_text(paths[0], buffer.getvalue())
+    write_text(paths[1], markdown)
+    figures = moe_figures(out, manifest, records)
+    write_text(out / "report.html", render_html(manifest["name"], markdown, figures))
     return [*paths, *(p for _, p in figures), out / "report.html"]
 
 

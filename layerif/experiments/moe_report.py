@@ -1,0 +1,142 @@
+"""The tables and plots of a LoRA-MoE grid (`kind: lora-moe`), for `experiment report`.
+
+- per task: generative accuracy with its bootstrap 95% interval, log-likelihood (lm-eval)
+  accuracy, and the share of items given the most common generated answer (an adapter that
+  collapsed onto one answer shows ~100% there and the majority row's accuracy), seeds averaged
+  item by item;
+- mean over all items, generative and log-likelihood, Table-2 shaped by `report.table`: the
+  paired difference to the best baseline (uniform, mola, alphalora: the non-LayerIF method with
+  the highest mean) with its bootstrap interval and p-value, and the paired t-test over seeds;
+- the no-skill row: always the fine-tuning slice's majority answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.paired import bootstrap_interval
+from .report import Cell, table
+
+
+def _items(result: dict, metric: str) -> np.ndarray:
+    (task,) = result["tasks"].values()
+    return np.asarray(task["per_item"][metric], dtype=float)
+
+
+def _top_share(result: dict) -> float:
+    """The share of the items whose generated answer is the most common one (unanswered items
+    count as not answered, never as an answer)."""
+    (task,) = result["tasks"].values()
+    predicted = [g["predicted"] for g in task["generations"]]
+    counts = Counter(p for p in predicted if p is not None)
+    return counts.most_common(1)[0][1] / len(predicted) if counts else 0.0
+
+
+def _by_method(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """method -> task -> its records (one per seed), in config order."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for r in records:
+        out.setdefault(r["method"], {}).setdefault(r["task"], []).append(r)
+    return out
+
+
+def _mean_cell(label: str, per_task: dict[str, list[dict]], tasks: list[str], metric: str
+               ) -> Cell:
+    """Items of every task in task order, each averaged over seeds; per-seed means."""
+    seeds = len(per_task[tasks[0]])
+    items = np.concatenate([np.mean([_items(r["result"], metric) for r in per_task[t]], axis=0)
+                            for t in tasks])
+    seed_means = [float(np.concatenate([_items(per_task[t][i]["result"], metric)
+                                        for t in tasks]).mean()) for i in range(seeds)]
+    baseline = not (label.startswith("layerif") or label == "base")
+    return Cell(label, baseline, items, seed_means, {}, {})
+
+
+def majority_row(manifest: dict, records: list[dict], tasks: list[str]) -> list[str]:
+    """Per task: accuracy of always answering the fine-tuning slice's most common answer."""
+    from ..data.instruct import load_instruct
+
+    trains = {t["task"]: t["train"] for t in manifest.get("tasks", [])}
+    cells = []
+    for task in tasks:
+        result = next(r["result"] for r in records if r["task"] == task)
+        gold = [g["gold"] for g in result["tasks"][task]["generations"]]
+        if task not in trains:
+            cells.append("-")
+            continue
+        top = Counter(it.answer for it in load_instruct(trains[task])).most_common(1)[0][0]
+        cells.append(f"{100 * gold.count(top) / len(gold):.1f} ({top})")
+    return cells
+
+
+def moe_markdown(manifest: dict, records: list[dict]) -> str:
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    methods = _by_method(records)
+    seeds = sorted({r["seed"] for r in records if r["seed"] is not None})
+    lines = [f"# {manifest['name']}", "",
+             f"LoRA-MoE per method, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+             "accuracy in %, seeds averaged item by item.", "",
+             "**per task: generative acc [95% CI] / log-likelihood acc / share of items given "
+             "the most common answer**", "",
+             "| method | experts | " + " | ".join(tasks) + " |",
+             "|" + "---|" * (len(tasks) + 2)]
+    for label, per_task in methods.items():
+        row = [label, str(sum(per_task[tasks[0]][0].get("experts") or []) or "-")]
+        for task in tasks:
+            rs = per_task.get(task, [])
+            if not rs:
+                row.append("-")
+                continue
+            gen = bootstrap_interval(np.mean([_items(r["result"], "gen_acc") for r in rs],
+                                             axis=0))
+            mc = np.mean([_items(r["result"], "acc").mean() for r in rs])
+            top = np.mean([_top_share(r["result"]) for r in rs])
+            row.append(f"{100 * gen.mean:.1f} [{100 * gen.low:.1f}, {100 * gen.high:.1f}] / "
+                       f"{100 * mc:.1f} / {100 * top:.0f}%")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("| always the training slice's majority answer | - | "
+                 + " | ".join(majority_row(manifest, records, tasks)) + " |")
+    complete = {m: p for m, p in methods.items() if all(t in p for t in tasks)}
+    for metric, name in (("gen_acc", "generative accuracy"),
+                         ("acc", "log-likelihood accuracy (lm-eval)")):
+        cells = [_mean_cell(m, p, tasks, metric) for m, p in complete.items()]
+        lines += ["", table(cells, f"mean {name} over the {', '.join(tasks)} items")]
+    return "\n".join(lines) + "\n"
+
+
+def moe_figures(out: Path, manifest: dict, records: list[dict]) -> list[tuple[str, Path]]:
+    from ..report.plots import plot_expert_allocations
+    from .figures import plot_profiles
+
+    plots = out / "plots"
+    figures = []
+    scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
+              for key in manifest.get("scores", [])]
+    if scores:
+        figures.append(("LayerIF layer profiles per task, with bootstrap bands",
+                        plot_profiles(scores, plots / "profiles.png")))
+    for task in dict.fromkeys(r["task"] for r in records):
+        allocations = {r["method"]: r["experts"] for r in records
+                       if r["task"] == task and r.get("experts")}
+        if not allocations:
+            continue
+        n_layers = len(next(iter(allocations.values())))
+        figures.append((f"{task}: experts per layer of each method",
+                        plot_expert_allocations(list(range(n_layers)), allocations,
+                                                plots / f"experts-{task}.png",
+                                                title=f"{task}: experts per layer")))
+    return figures
+
+
+def moe_csv_rows(records: list[dict]) -> list[list]:
+    """[method, task, seed, metric, value, n] per evaluated adapter and metric."""
+    rows = []
+    for r in records:
+        for task, t in r["result"]["tasks"].items():
+            for metric in ("gen_acc", "acc", "acc_norm"):
+                if metric in t:
+                    rows.append([r["method"], task, r["seed"], metric, t[metric], t.get("n")])
+    return rows

@@ -1,0 +1,32 @@
+"""One entry for every kind of experiment: the config's kind picks its runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ExperimentConfig, MoEExperimentConfig
+from .lora_moe import run_lora_moe
+from .pruning import RunSummary, run_pruning
+
+
+def run_experiment(config: ExperimentConfig | MoEExperimentConfig, out: str | Path,
+                   progress: bool = True) -> RunSummary:
+    """Run (or resume) `config` (from `load_config`) in the folder `out`."""
+    if isinstance(config, MoEExperimentConfig):
+        return run_lora_moe(config, out, progress=progress)
+    return run_pruning(config, out, progress=progress)
+
+
+def check_data(config: ExperimentConfig | MoEExperimentConfig) -> None:
+    """What `run_experiment` checks before any work: the config's data sets are disjoint by
+    content where they must be (raises DataError naming the overlap)."""
+    if isinstance(config, MoEExperimentConfig):
+        from .lora_moe import _refuse_overlaps, evaluation_spec, moe_settings
+
+        evaluation = moe_settings(config)[3]
+        _refuse_overlaps(config, {t["task"]: evaluation_spec(t["task"], evaluation)
+                                  for t in config.tasks})
+    else:
+        from .pruning import _refuse_overlaps, run_settings
+
+        _refuse_overlaps(config, *run_settings(config)[:2])

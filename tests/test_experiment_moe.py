@@ -1,0 +1,148 @@
+"""`layerif experiment` on a LoRA-MoE grid (`kind: lora-moe`): end to end on a tiny model, resume
+counted in cell executions, shared training for equal allocations, what a new seed recomputes,
+overlap refused before any work, per-item results, the report; and answer balancing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from layerif.data.instruct import balance_answers, load_instruct
+from layerif.errors import DataError
+from layerif.experiments import load_config, run_experiment, write_report
+from layerif.experiments.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke-moe.yaml"
+
+
+def config_file(tmp_path: Path, **changes) -> Path:
+    """experiments/smoke-moe.yaml with one seed, uniform twice (under two labels) and LayerIF."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(methods=[{"method": "uniform"},
+                        {"method": "uniform", "label": "uniform-twin"},
+                        {"method": "layerif", "aggregate": "helpful", "label": "layerif"}],
+               seeds=[0], base=False)
+    raw.update(changes)
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def kinds(summary) -> dict:
+    return dict(Counter(kind for kind, _ in summary.executed))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("moe")
+    config = config_file(tmp)
+    out = tmp / "run"
+    return tmp, config, out, run_experiment(load_config(config), out, progress=False)
+
+
+def test_a_grid_runs_shares_equal_allocations_and_a_rerun_computes_nothing(first_run):
+    _, config, out, summary = first_run
+    # allocations: uniform (one cell for both labels and both tasks) + layerif per task;
+    # adapters: uniform and its twin train once per task, layerif once per task
+    assert kinds(summary) == {"model": 1, "scores": 2, "allocation": 3, "adapter": 4, "eval": 4}
+    by = {(r["method"], r["task"]): r for r in summary.rows}
+    for task in ("mrpc", "arc_easy"):
+        assert by["uniform", task]["eval"] == by["uniform-twin", task]["eval"]
+        assert sum(by["layerif", task]["experts"]) == 8
+    again = run_experiment(load_config(config), out, progress=False)
+    assert again.executed == [] and again.corrupt == []
+    assert [r["eval"] for r in again.rows] == [r["eval"] for r in summary.rows]
+    assert not list(out.glob("cells/adapter/*/adapter/*.safetensors"))  # deleted once evaluated
+
+
+def test_evaluations_keep_both_metrics_per_item(first_run):
+    _, _, out, summary = first_run
+    for row in summary.rows:
+        result = json.loads((out / "cells" / "eval" / row["eval"] / "eval.json").read_text())
+        (task,) = result["tasks"].values()
+        assert task["n"] == 8 and task["slice"].endswith("]")
+        for metric in ("gen_acc", "acc"):  # generation and lm-eval both kept, neither lost
+            assert len(task["per_item"][metric]) == 8
+            assert np.mean(task["per_item"][metric]) == pytest.approx(task[metric])
+        hits = [g["predicted"] == (g["gold"] if g["gold"].isupper() else g["gold"].lower())
+                for g in task["generations"]]
+        assert task["per_item"]["gen_acc"] == [int(h) for h in hits]
+
+
+def test_a_new_seed_trains_and_evaluates_only_its_own_adapters(first_run, tmp_path):
+    _, _, out, _ = first_run
+    summary = run_experiment(load_config(config_file(tmp_path, seeds=[0, 1])), out,
+                             progress=False)
+    assert kinds(summary) == {"adapter": 4, "eval": 4}
+
+
+def test_training_is_balanced_when_asked(first_run):
+    _, _, out, _ = first_run
+    adapter = next(c for c in (out / "cells" / "adapter").iterdir()
+                   if json.loads((c / "cell.json").read_text())["settings"]["train"]
+                   == "mrpc:validation[0:12]")
+    cell = json.loads((adapter / "cell.json").read_text())
+    items = load_instruct("mrpc:validation[0:12]")
+    counts = Counter(it.answer for it in items)
+    assert cell["result"]["examples"] == 2 * min(counts.values()) < len(items)
+
+
+def test_report_tables(first_run):
+    _, _, out, _ = first_run
+    paths = write_report(out)
+    text = (out / "tables.md").read_text()
+    assert "**per task: generative acc" in text and "mean generative accuracy" in text
+    assert "mean log-likelihood accuracy" in text and "(best baseline)" in text
+    # the no-skill row, by hand: the majority answer of the fine-tuning rows on the eval rows
+    train = Counter(it.answer for it in load_instruct("mrpc:validation[0:12]"))
+    top = train.most_common(1)[0][0]
+    mrpc = next(json.loads(p.read_text()) for p in (out / "cells" / "eval").glob("*/eval.json")
+                if "mrpc" in json.loads(p.read_text())["tasks"])["tasks"]["mrpc"]
+    gold = [g["gold"] for g in mrpc["generations"]]
+    assert f"{100 * gold.count(top) / len(gold):.1f} ({top})" in text
+    assert {p.name for p in paths} >= {"results.csv", "tables.md", "report.html"}
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0] == "method,task,seed,metric,value,n" and len(rows) > 6
+
+
+def test_overlapping_evaluation_rows_are_refused_before_any_work(tmp_path):
+    config = config_file(tmp_path, evaluation={"slice": "8:16"})  # overlaps train [0:12]
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="share"):
+        run_experiment(load_config(config), out, progress=False)
+    assert not (out / "cells").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tasks": [{"task": "mrpc", "train": "mrpc:validation[0:8]"}]}, "tasks[0]"),
+    ({"tasks": [{"task": "wikitext", "train": "a", "val": "b"}]}, "no instruction format"),
+    ({"total": None}, "total"),
+    ({"training": {"epochs": 0}}, "training"),
+    ({"lora": {"rnk": 2}}, "unknown key rnk"),
+    ({"methods": [{"method": "moka"}]}, "methods[0]"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(config_file(tmp_path, **change))
+
+
+def test_balance_answers_keeps_the_first_of_each_answer_in_row_order():
+    items = load_instruct("boolq:validation[0:40]")
+    counts = Counter(it.answer for it in items)
+    balanced = balance_answers(items)
+    assert Counter(it.answer for it in balanced) == {a: min(counts.values()) for a in counts}
+    seen = {a: 0 for a in counts}
+    expected = []
+    for it in items:
+        if seen[it.answer] < min(counts.values()):
+            seen[it.answer] += 1
+            expected.append(it.origin)
+    assert [it.origin for it in balanced] == expected
+    with pytest.raises(DataError, match="single gold answer"):
+        balance_answers([it for it in items if it.answer == items[0].answer])
