@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from .influence import ESTIMATORS, InfluenceArguments, all_aggregates
 from .influence.aggregate import DEFAULT_AGGREGATE, RENAMED, SIGN_CONVENTION, check_aggregate
 from .influence.base import get_estimator
 from .influence.checkpoint import StepCache
+from .influence.distributed import DataParallel
 from .influence.engine import CachedSource, GradientEngine, StreamingSource, cache_bytes
 from .influence.stability import ProfileStability, profile_stability
 from .io import atomic_dir, write_json, write_npy
@@ -183,6 +185,8 @@ def score_layers(
     checkpoint_dir: where finished steps are kept so that a killed run resumes (the same call
         again continues after the last finished step); removed when the run completes.
     bootstrap: resamples of the training examples behind `stability` (seeded by `seed`).
+    Under torchrun (WORLD_SIZE > 1) the batches are shared out over the processes and every
+    process returns the whole result (influence/distributed.py); write it from rank 0.
     Returns a `LayerScores` whose `influence` is (n_train, n_layers) and whose `scores` are the
     chosen aggregate (see influence/aggregate.py for the names and the sign).
     """
@@ -209,6 +213,8 @@ def score_layers(
         log.warning("%d validation examples share content with the training data (e.g. %s = %s)",
                     len(shared), *shared[0])
 
+    parallel, device = DataParallel.from_environment(device)  # torchrun: this rank's part
+    progress = progress and (parallel is None or parallel.is_main)
     if isinstance(model, str):
         model_name = model
         model, tokenizer = load_model(model, device=device, dtype=dtype)
@@ -226,7 +232,12 @@ def score_layers(
     pad_id = tokenizer.pad_token_id
     train_enc = encode_examples(train_examples, tokenizer, args.max_length)
     val_enc = encode_examples(val_examples, tokenizer, args.max_length)
-    steps = StepCache(checkpoint_dir, _fingerprint(model_name, matrices, args, train_enc, val_enc))
+    fingerprint_of_run = _fingerprint(model_name, matrices, args, train_enc, val_enc)
+    if parallel is not None:  # each rank keeps its own finished steps
+        fingerprint_of_run.update(rank=parallel.rank, world_size=parallel.world_size)
+        if checkpoint_dir is not None:
+            checkpoint_dir = Path(checkpoint_dir) / f"rank-{parallel.rank}"
+    steps = StepCache(checkpoint_dir, fingerprint_of_run, parallel)
     est = get_estimator(args, steps)
     est.check(matrices)
     n_trunc = sum(e.truncated for e in train_enc + val_enc)
@@ -236,11 +247,16 @@ def score_layers(
     train_batches = make_batches(train_enc, args.batch_size, pad_id)
     val_batches = make_batches(val_enc, args.batch_size, pad_id)
 
+    n_train, n_val = len(train_enc), len(val_enc)
+    if parallel is not None:
+        train_batches = parallel.shard(train_batches, "--train")
+        val_batches = parallel.shard(val_batches, "--val")
+
     engine = GradientEngine(model, matrices, progress=progress)
     chosen = _choose_mode(args, est, matrices, train_batches)
     source_cls = CachedSource if chosen == "cached" else StreamingSource
-    train_source = source_cls(engine, train_batches, "train")
-    val_source = StreamingSource(engine, val_batches, "val")
+    train_source = source_cls(engine, train_batches, "train", parallel, n_train)
+    val_source = StreamingSource(engine, val_batches, "val", parallel, n_val)
     result = est.influence(matrices, train_source, val_source)
 
     # Block influence: sum over the block's matrices (columns are in `matrices` order).
@@ -252,6 +268,10 @@ def score_layers(
     _check_finite(influence, blocks, train_examples)
     aggregates = {k: v.tolist() for k, v in all_aggregates(influence).items()}
     steps.clear()
+    if parallel is not None and checkpoint_dir is not None:
+        parallel.barrier()  # every rank has removed its folder: remove theirs, now empty
+        if parallel.is_main:
+            shutil.rmtree(Path(checkpoint_dir).parent, ignore_errors=True)
     return LayerScores(
         layerif_version=__version__,
         model=model_name,

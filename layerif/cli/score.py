@@ -19,7 +19,8 @@ def add(sub) -> None:
         "score",
         help="layer-wise influence scores of a model for training/validation data",
         description="Compute per-example, per-layer influences and one score per layer; writes "
-        "DIR/scores.json and DIR/influence.npy atomically.",
+        "DIR/scores.json and DIR/influence.npy atomically. Data-parallel over N processes: "
+        "torchrun --nproc_per_node N -m layerif score ... (gloo on CPU, nccl on CUDA).",
     )
     p.add_argument("--model", required=True,
                    help="built-in name (smollm2-135m), .gguf file, model folder or hub id")
@@ -81,6 +82,8 @@ def run(args) -> int:
             seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.quiet,
             checkpoint_dir=resume_dir, data_format=args.format, bootstrap=args.bootstrap,
         )
+    if not _is_main_process():
+        return 0  # every process holds the whole result; rank 0 writes and reports it
     if result.resumed_steps:
         print(f"resumed from {resume_dir}: {', '.join(result.resumed_steps)} were already done")
     out = result.save(args.out)
@@ -105,3 +108,9 @@ def run(args) -> int:
               "(allocate --aggregate NAME)")
     print(f"wrote {out}/scores.json and {out}/influence.npy")
     return 0
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -3,6 +3,8 @@ are kept in a folder, so a run that was killed resumes after its last finished s
 
 The folder holds `fingerprint.json` (model, data, options) and one `<step>.pt` per finished step,
 each written atomically. A folder whose fingerprint differs is started afresh, never mixed in.
+In a data-parallel run each rank keeps its own folder, and a step is reused only when every rank
+has it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TypeVar
 
 import torch
 
+from .distributed import DataParallel
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -27,8 +31,10 @@ class StepCache:
 
     With folder=None nothing is saved (the default for in-memory use)."""
 
-    def __init__(self, folder: str | Path | None = None, fingerprint: dict | None = None):
+    def __init__(self, folder: str | Path | None = None, fingerprint: dict | None = None,
+                 parallel: DataParallel | None = None):
         self.folder = Path(folder) if folder is not None else None
+        self.parallel = parallel  # a step is loaded only when every rank has it saved
         self.resumed: list[str] = []
         if self.folder is None:
             return
@@ -44,7 +50,12 @@ class StepCache:
         if self.folder is None:
             return compute()
         path = self.folder / f"{step}.pt"
-        if path.exists():
+        saved = path.exists()
+        if self.parallel is not None:
+            # a rank killed before saving a step others saved recomputes it with them: the
+            # step's all-reduces need every rank
+            saved = self.parallel.all(saved)
+        if saved:
             self.resumed.append(step)
             log.info("resuming: step %r loaded from %s", step, path)
             return torch.load(path, weights_only=True)

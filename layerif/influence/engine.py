@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..data.encode import Batch, batch_losses
 from ..errors import NonFiniteGradientError
 from ..models import Matrix
+from .distributed import DataParallel
 
 BYTES_FP32 = 4
 
@@ -214,14 +215,26 @@ def _check_finite(D: torch.Tensor, matrix: Matrix, batch: Batch) -> None:
 
 
 class GradientSource:
-    """Per-example gradients of a data set, visited batch by batch with `for_each`."""
+    """Per-example gradients of a data set, visited batch by batch with `for_each`.
 
-    def __init__(self, engine: GradientEngine, batches: Sequence[Batch], name: str):
+    In a data-parallel run (`parallel`, influence/distributed.py) the source holds this rank's
+    batches, `n` is the whole data set's size and the helpers below sum their results over the
+    ranks, so an estimator written for one process runs unchanged on N."""
+
+    def __init__(self, engine: GradientEngine, batches: Sequence[Batch], name: str,
+                 parallel: DataParallel | None = None, n: int | None = None):
         self.engine = engine
         self.batches = list(batches)
         self.name = name
-        self.n = sum(len(b.indices) for b in self.batches)
+        self.parallel = parallel
+        self.n = n if n is not None else sum(len(b.indices) for b in self.batches)
         self.passes = 0  # forward/backward passes run so far (for reports and tests)
+
+    def _sum_over_ranks(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.parallel is not None:
+            for m in self.engine.matrices:  # the same order on every rank
+                self.parallel.sum(out[m.name])
+        return out
 
     def for_each(self, callback: Callback, desc: str) -> None:
         raise NotImplementedError
@@ -241,7 +254,7 @@ class GradientSource:
             out[matrix.name][indices] = value
 
         self.for_each(collect, desc)
-        return out
+        return self._sum_over_ranks(out)  # rows of other ranks' examples are zero here
 
     def weighted_sum(self, weights: dict[str, torch.Tensor], desc: str) -> dict[str, torch.Tensor]:
         """{matrix name: sum_i weights[name][i] * g_i} (d_out, d_in)."""
@@ -255,7 +268,7 @@ class GradientSource:
                 out[matrix.name] = part
 
         self.for_each(accumulate, desc)
-        return out
+        return self._sum_over_ranks(out)
 
     def mean_gradient(self, desc: str) -> dict[str, torch.Tensor]:
         """{matrix name: (1/n) sum_i g_i}."""
@@ -274,8 +287,9 @@ class StreamingSource(GradientSource):
 class CachedSource(GradientSource):
     """One pass, then replays the per-example gradients it kept (compact form) from memory."""
 
-    def __init__(self, engine: GradientEngine, batches: Sequence[Batch], name: str):
-        super().__init__(engine, batches, name)
+    def __init__(self, engine: GradientEngine, batches: Sequence[Batch], name: str,
+                 parallel: DataParallel | None = None, n: int | None = None):
+        super().__init__(engine, batches, name, parallel, n)
         self._store: list[tuple[Matrix, ExampleGradients, torch.Tensor]] | None = None
 
     def for_each(self, callback: Callback, desc: str) -> None:
