@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from .data import (
     load_examples_as,
     make_batches,
 )
+from .data.encode import predicting_positions
 from .data.provenance import ContentSet, content_set, overlap
 from .errors import DataError, NonFiniteGradientError, OutputError
 from .fingerprint import model_fingerprint
@@ -38,7 +40,14 @@ from .influence.distributed import DataParallel
 from .influence.engine import CachedSource, GradientEngine, StreamingSource, cache_bytes
 from .influence.stability import ProfileStability, profile_stability
 from .io import atomic_dir, write_json, write_npy
-from .models import discover_blocks, load_model, prepare_tokenizer
+from .memory import CACHE_PART, MemoryPlan, plan_scoring
+from .models import (
+    discover_blocks,
+    load_model,
+    load_skeleton,
+    load_tokenizer,
+    prepare_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +172,7 @@ def score_layers(
     max_length: int = 256,
     batch_size: int = 8,
     mode: str = "auto",
-    cache_gb: float = 8.0,
+    cache_gb: float | None = None,
     damping: float = 0.1,
     max_exact_dim: int = 8192,
     seed: int = 0,
@@ -205,58 +214,31 @@ def score_layers(
     if bootstrap < 1:
         raise DataError(f"bootstrap needs at least 1 resample, got {bootstrap}.")
     torch.manual_seed(seed)
-
-    train_examples, train_name, train_set = _as_examples(train, "train", data_format)
-    val_examples, val_name, val_set = _as_examples(val, "val", data_format)
-    shared = overlap(val_set, train_set)
-    if shared:
-        log.warning("%d validation examples share content with the training data (e.g. %s = %s)",
-                    len(shared), *shared[0])
-
     parallel, device = DataParallel.from_environment(device)  # torchrun: this rank's part
     progress = progress and (parallel is None or parallel.is_main)
-    if isinstance(model, str):
-        model_name = model
-        model, tokenizer = load_model(model, device=device, dtype=dtype)
-    else:
-        if tokenizer is None:
-            raise DataError("a loaded model needs its tokenizer: score_layers(model, ..., "
-                            "tokenizer=tok).")
-        model_name = getattr(model, "name_or_path", type(model).__name__)
-        model.eval()
-    tokenizer = prepare_tokenizer(tokenizer)
-    fingerprint = model_fingerprint(model, model_name)
+    run = _prepare(model, train, val, args, tokenizer=tokenizer, device=device, dtype=dtype,
+                   data_format=data_format, parallel=parallel)
+    if progress:
+        print(run.plan.format(), file=sys.stderr)
 
+    model, tokenizer, model_name = run.model, run.tokenizer, run.model_name
+    if isinstance(model, str):
+        model, tokenizer = load_model(model, device=device, dtype=dtype)
+    fingerprint = model_fingerprint(model, model_name)
     blocks = [b for b in discover_blocks(model, args.params) if b.matrices]
     matrices = [m for b in blocks for m in b.matrices]
-    pad_id = tokenizer.pad_token_id
-    train_enc = encode_examples(train_examples, tokenizer, args.max_length)
-    val_enc = encode_examples(val_examples, tokenizer, args.max_length)
-    fingerprint_of_run = _fingerprint(model_name, matrices, args, train_enc, val_enc)
+    fingerprint_of_run = _fingerprint(model_name, matrices, args, run.train_enc, run.val_enc)
     if parallel is not None:  # each rank keeps its own finished steps
         fingerprint_of_run.update(rank=parallel.rank, world_size=parallel.world_size)
         if checkpoint_dir is not None:
             checkpoint_dir = Path(checkpoint_dir) / f"rank-{parallel.rank}"
     steps = StepCache(checkpoint_dir, fingerprint_of_run, parallel)
     est = get_estimator(args, steps)
-    est.check(matrices)
-    n_trunc = sum(e.truncated for e in train_enc + val_enc)
-    if n_trunc:
-        log.warning("%d of %d examples were longer than max_length=%d and were truncated",
-                    n_trunc, len(train_enc) + len(val_enc), args.max_length)
-    train_batches = make_batches(train_enc, args.batch_size, pad_id)
-    val_batches = make_batches(val_enc, args.batch_size, pad_id)
-
-    n_train, n_val = len(train_enc), len(val_enc)
-    if parallel is not None:
-        train_batches = parallel.shard(train_batches, "--train")
-        val_batches = parallel.shard(val_batches, "--val")
 
     engine = GradientEngine(model, matrices, progress=progress)
-    chosen = _choose_mode(args, est, matrices, train_batches)
-    source_cls = CachedSource if chosen == "cached" else StreamingSource
-    train_source = source_cls(engine, train_batches, "train", parallel, n_train)
-    val_source = StreamingSource(engine, val_batches, "val", parallel, n_val)
+    source_cls = CachedSource if run.mode == "cached" else StreamingSource
+    train_source = source_cls(engine, run.train_batches, "train", parallel, len(run.train_enc))
+    val_source = StreamingSource(engine, run.val_batches, "val", parallel, len(run.val_enc))
     result = est.influence(matrices, train_source, val_source)
 
     # Block influence: sum over the block's matrices (columns are in `matrices` order).
@@ -265,7 +247,7 @@ def score_layers(
     influence = np.stack(
         [values[:, bounds[i] : bounds[i + 1]].sum(axis=1) for i in range(len(blocks))], axis=1
     )
-    _check_finite(influence, blocks, train_examples)
+    _check_finite(influence, blocks, run.train_examples)
     aggregates = {k: v.tolist() for k, v in all_aggregates(influence).items()}
     steps.clear()
     if parallel is not None and checkpoint_dir is not None:
@@ -279,27 +261,162 @@ def score_layers(
         params=args.params,
         max_length=args.max_length,
         seed=seed,
-        n_train=len(train_examples),
-        n_val=len(val_examples),
+        n_train=len(run.train_examples),
+        n_val=len(run.val_enc),
         layers=[b.index for b in blocks],
         aggregate=aggregate,
         scores=aggregates[aggregate],
         aggregates=aggregates,
         stability=profile_stability(influence, aggregate, bootstrap, seed).to_dict(),
         lambdas=result.lambdas,
-        train=train_name,
-        val=val_name,
-        mode=chosen,
+        train=run.train_name,
+        val=run.val_name,
+        mode=run.mode,
         seconds=round(time.perf_counter() - start, 3),
         influence=influence,
         data_format=data_format,
         model_fingerprint=fingerprint,
         zero_gradient_matrices=result.zero_gradient,
-        provenance=[train_set.to_dict(), val_set.to_dict()],
+        provenance=[run.train_set.to_dict(), run.val_set.to_dict()],
         device=str(engine.device),
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         resumed_steps=list(steps.resumed),
     )
+
+
+def plan_score_layers(model, train, val, *, tokenizer=None, estimator: str = "datainf",
+                      params: str = "all", max_length: int = 256, batch_size: int = 8,
+                      mode: str = "auto", cache_gb: float | None = None,
+                      max_exact_dim: int = 8192, device: str | None = None,
+                      dtype: str = "float32", data_format: str = "plain") -> MemoryPlan:
+    """The memory plan `score_layers` with these arguments would print, without loading any
+    weight or running any pass (`layerif score --dry-run`). Raises InsufficientMemoryError as
+    the run would when it cannot fit."""
+    args = InfluenceArguments(estimator=estimator, params=params, mode=mode, cache_gb=cache_gb,
+                              max_exact_dim=max_exact_dim, batch_size=batch_size,
+                              max_length=max_length)
+    parallel, device = DataParallel.from_environment(device)
+    return _prepare(model, train, val, args, tokenizer=tokenizer, device=device, dtype=dtype,
+                    data_format=data_format, parallel=parallel).plan
+
+@dataclass
+class _Prepared:
+    """A scoring run before its weights are loaded: the data encoded and batched (this rank's
+    share), the memory plan, and the mode it chose."""
+
+    model: object  # the name to load, or the loaded model given
+    model_name: str
+    tokenizer: object
+    train_examples: list[Example]
+    train_name: str
+    val_name: str
+    train_set: ContentSet
+    val_set: ContentSet
+    train_enc: list
+    val_enc: list
+    train_batches: list
+    val_batches: list
+    plan: MemoryPlan
+    mode: str
+
+
+def _prepare(model, train, val, args: InfluenceArguments, *, tokenizer, device, dtype,
+             data_format, parallel) -> _Prepared:
+    """Shapes from the model's config (no weight read), a first memory check before any data
+    is read (weights and the estimator's state), the data, then the whole plan and the mode;
+    an impossible run stops here with the options that would make it fit."""
+    if isinstance(model, str):
+        model_name = model
+        skeleton = load_skeleton(model)
+        tokenizer = load_tokenizer(model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if tokenizer is None:
+            raise DataError("a loaded model needs its tokenizer: score_layers(model, ..., "
+                            "tokenizer=tok).")
+        model_name = getattr(model, "name_or_path", type(model).__name__)
+        model.eval()
+        skeleton = model
+        device = str(next(model.parameters()).device)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    tokenizer = prepare_tokenizer(tokenizer)
+    est = get_estimator(args)
+    matrices = [m for b in discover_blocks(skeleton, args.params) for m in b.matrices]
+    est.check(matrices)
+
+    def plan_for(a: InfluenceArguments, dt: str, n_train=None, batches=None, cache=0):
+        ms = [m for b in discover_blocks(skeleton, a.params) for m in b.matrices]
+        tokens = max((b.input_ids.shape[1] for b in batches), default=0) if batches else 0
+        positions = tokens
+        if batches:
+            positions = max(len(predicting_positions(b.labels)) for b in batches)
+        return plan_scoring(skeleton, ms, get_estimator(a), device=device, dtype=dt,
+                            batch=a.batch_size, tokens=tokens or a.max_length,
+                            logit_positions=positions or a.max_length, n_train=n_train,
+                            cache=cache)
+
+    plan_scoring_refuse(plan_for(args, dtype), args, dtype, plan_for)  # before any data
+
+    train_examples, train_name, train_set = _as_examples(train, "train", data_format)
+    val_examples, val_name, val_set = _as_examples(val, "val", data_format)
+    shared = overlap(val_set, train_set)
+    if shared:
+        log.warning("%d validation examples share content with the training data (e.g. %s = %s)",
+                    len(shared), *shared[0])
+    train_enc = encode_examples(train_examples, tokenizer, args.max_length)
+    val_enc = encode_examples(val_examples, tokenizer, args.max_length)
+    n_trunc = sum(e.truncated for e in train_enc + val_enc)
+    if n_trunc:
+        log.warning("%d of %d examples were longer than max_length=%d and were truncated",
+                    n_trunc, len(train_enc) + len(val_enc), args.max_length)
+    pad_id = tokenizer.pad_token_id
+    train_batches = make_batches(train_enc, args.batch_size, pad_id)
+    val_batches = make_batches(val_enc, args.batch_size, pad_id)
+    if parallel is not None:
+        train_batches = parallel.shard(train_batches, "--train")
+        val_batches = parallel.shard(val_batches, "--val")
+    n_train = len(train_enc)
+
+    def full(a: InfluenceArguments, dt: str, mode: str):
+        batches = train_batches if a.batch_size == args.batch_size else make_batches(
+            train_enc, a.batch_size, pad_id)
+        ms = [m for b in discover_blocks(skeleton, a.params) for m in b.matrices]
+        cache = cache_bytes(ms, batches) if mode == "cached" else 0
+        return plan_for(a, dt, n_train, batches, cache)
+
+    chosen = _choose_mode(args, est, lambda mode: full(args, dtype, mode))
+    plan = full(args, dtype, chosen)
+    if chosen == "cached" and args.mode == "auto":
+        plan.notes.append("auto: cached mode, the cache fits the free memory")
+    elif chosen == "streaming" and args.mode == "auto" and est.train_visits > 1:
+        plan.notes.append("auto: streaming mode, cached would not fit the free memory")
+    plan_scoring_refuse(plan, args, dtype, lambda a, dt: full(a, dt, chosen if a.mode == "auto"
+                                                             else a.mode))
+    return _Prepared(model, model_name, tokenizer, train_examples, train_name, val_name,
+                     train_set, val_set, train_enc, val_enc, train_batches, val_batches, plan,
+                     chosen)
+
+
+def plan_scoring_refuse(plan: MemoryPlan, args: InfluenceArguments, dtype: str, plan_for
+                        ) -> None:
+    """Stop a run whose plan does not fit, naming the changes that would make it fit."""
+    if plan.fits:
+        return
+    from dataclasses import replace
+
+    options = []
+    for b in (args.batch_size // 2, args.batch_size // 4, 1):
+        if 0 < b < args.batch_size:
+            options.append((f"--batch-size {b}", replace(args, batch_size=b)))
+    if args.mode != "streaming":
+        options.append(("--mode streaming", replace(args, mode="streaming")))
+    if args.params == "all":
+        options += [("--params attn", replace(args, params="attn")),
+                    ("--params mlp", replace(args, params="mlp"))]
+    alternatives = [(label, plan_for(changed, dtype)) for label, changed in options]
+    if dtype == "float32":
+        alternatives.append(("--dtype bfloat16", plan_for(args, "bfloat16")))
+    plan.refuse(alternatives)
 
 
 def _check_finite(influence: np.ndarray, blocks, examples: list[Example]) -> None:
@@ -314,16 +431,21 @@ def _check_finite(influence: np.ndarray, blocks, examples: list[Example]) -> Non
         )
 
 
-def _choose_mode(args: InfluenceArguments, est, matrices, train_batches) -> str:
+def _choose_mode(args: InfluenceArguments, est, plan_in) -> str:
+    """streaming for one-visit estimators (a cache would only cost memory), the mode asked
+    for, or for auto: cached when the run's plan with the cache (`plan_in("cached")`) fits the
+    free memory, and its cache the --cache-gb budget when one is given."""
     if est.train_visits == 1:
-        return "streaming"  # one visit: a cache would only cost memory
+        return "streaming"
     if args.mode != "auto":
         return args.mode
-    need = cache_bytes(matrices, train_batches)
-    chosen = "cached" if need <= args.cache_gb * 2**30 else "streaming"
-    log.info("cache needs %.2f GiB of a %.2f GiB budget: %s mode", need / 2**30, args.cache_gb,
-             chosen)
-    return chosen
+    plan = plan_in("cached")
+    cache = plan.parts.get(CACHE_PART, 0)
+    fits = plan.fits if args.cache_gb is None else cache <= args.cache_gb * 2**30
+    log.info("cached mode needs %.2f GiB of cache (run %.2f GiB, %s free): %s", cache / 2**30,
+             plan.total / 2**30, "?" if plan.available is None else
+             f"{plan.available / 2**30:.2f} GiB", "cached" if fits else "streaming")
+    return "cached" if fits else "streaming"
 
 
 def _fingerprint(model_name, matrices, args, train_enc, val_enc) -> dict:
@@ -342,4 +464,4 @@ def _fingerprint(model_name, matrices, args, train_enc, val_enc) -> dict:
     }
 
 
-__all__ = ["ESTIMATORS", "LayerScores", "score_layers"]
+__all__ = ["ESTIMATORS", "LayerScores", "plan_score_layers", "score_layers"]

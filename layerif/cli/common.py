@@ -43,6 +43,26 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def add_dry_run(p) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory plan and exit: no weight is loaded, nothing is written")
+
+
+def show_plan(plan, args, alternatives=()) -> bool:
+    """Print a command's memory plan before its heavy work (on stderr; on stdout with
+    --dry-run; not at all with --quiet), and refuse it, naming the `alternatives` ((flag,
+    plan) pairs) that would fit, when it does not fit the free memory. True when the command
+    stops here (--dry-run)."""
+    import sys
+
+    if args.dry_run or not getattr(args, "quiet", False):
+        print(plan.format(), file=sys.stdout if args.dry_run else sys.stderr)
+    plan.refuse(alternatives)
+    if args.dry_run:
+        print("dry run: nothing was computed or written")
+    return args.dry_run
+
+
 def add_calibration_args(p) -> None:
     from ..data.calibration import DEFAULT_CALIBRATION
 

@@ -14,8 +14,10 @@ from ..pruning.pruners import PRUNERS, make_pruner
 from .common import (
     add_calibration_args,
     add_device_dtype,
+    add_dry_run,
     add_mask_structure_arg,
     resolve_device,
+    show_plan,
 )
 
 NAME = "prune"
@@ -33,7 +35,8 @@ def add(sub) -> None:
     add_calibration_args(pr)
     add_device_dtype(pr, "where each block is pruned (the model waits on the CPU)")
     add_flags(pr, PRUNERS)
-    pr.add_argument("--quiet", action="store_true", help="no progress bars")
+    pr.add_argument("--quiet", action="store_true", help="no progress bars, no memory plan")
+    add_dry_run(pr)
     pr.add_argument("--out", required=True, help="output folder (a Hugging Face model folder)")
 
 
@@ -45,11 +48,14 @@ def run(args) -> int:
     from ..models import discover_blocks, load_model
     from ..pruning.prune import prune_model, save_pruned
 
-    check_writable(args.out)
+    if not args.dry_run:
+        check_writable(args.out)
     pruner_options = chosen_options(args, PRUNERS, args.pruner, "pruner")
     pruner = make_pruner(args.pruner, **pruner_options)
     alloc = SparsityAllocation.load(args.allocation)
     patterns = _prune_patterns(alloc, args.allocation, args.mask_structure)
+    if _show_prune_plan(args, pruner):
+        return 0
     recorded = allocation_sets(asdict(alloc), args.allocation)
     calibration = None
     if pruner.needs_calibration:  # refuse leaking calibration data before loading anything
@@ -93,6 +99,26 @@ def run(args) -> int:
     print(f"pruned {args.model} with {args.pruner} to {info['global_achieved']:.4f} "
           f"(target {alloc.sparsity}); wrote {out}")
     return 0
+
+
+def _show_prune_plan(args, pruner) -> bool:
+    """The memory plan from the model's config (no weight read), refused with the options that
+    would fit; True for --dry-run."""
+    from ..memory import plan_pruning
+    from ..models import load_skeleton
+
+    skeleton = load_skeleton(args.model)
+    device = resolve_device(args.device)
+
+    def plan(nsamples=args.nsamples, dtype=args.dtype):
+        return plan_pruning(skeleton, pruner, device=device, dtype=dtype, nsamples=nsamples,
+                            seqlen=args.seqlen)
+
+    alternatives = [(f"--nsamples {n}", plan(nsamples=n))
+                    for n in (args.nsamples // 2, args.nsamples // 4) if n >= 1]
+    if args.dtype == "float32":
+        alternatives.append(("--dtype bfloat16", plan(dtype="bfloat16")))
+    return show_plan(plan(), args, alternatives)
 
 
 def _prune_patterns(alloc: SparsityAllocation, path: str, mask_structure: str | None

@@ -47,7 +47,8 @@ def add(sub) -> None:
                    help="streaming: memory independent of n; cached: one training pass; "
                    "auto: cached when it fits --cache-gb")
     p.add_argument("--cache-gb", type=float, default=_DEFAULTS.cache_gb,
-                   help="memory budget of cached mode in GiB (default 8)")
+                   help="memory budget of cached mode in GiB (default: auto picks cached when "
+                   "the whole run fits the memory free on the device)")
     p.add_argument("--damping", type=float, default=_DEFAULTS.damping,
                    help="lambda_m = damping * mean ||g||^2 / d_m (DataInf: 0.1)")
     p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim,
@@ -57,7 +58,10 @@ def add(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="model weights' dtype; the influence arithmetic is fp32 regardless")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no memory plan")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory plan (and the mode auto would choose) and exit: no "
+                   "weight is loaded, nothing is written")
     p.add_argument("--no-resume", action="store_true",
                    help="keep no checkpoint (by default finished steps are kept in "
                    "OUT_PARENT/.OUT.resume, so the same command again resumes a killed run)")
@@ -71,6 +75,8 @@ def run(args) -> int:
     from ..scoring import score_layers
 
     out = Path(args.out)
+    if args.dry_run:
+        return _dry_run(args)
     check_writable(out)  # before any work, not after it
     resume_dir = None if args.no_resume else out.parent / f".{out.name}.resume"
     with kept_checkpoint(resume_dir):
@@ -107,6 +113,28 @@ def run(args) -> int:
               f"scores.json also holds {', '.join(others) or 'no non-flat aggregate'} "
               "(allocate --aggregate NAME)")
     print(f"wrote {out}/scores.json and {out}/influence.npy")
+    return 0
+
+
+def _dry_run(args) -> int:
+    import sys
+
+    from ..memory import InsufficientMemoryError
+    from ..scoring import plan_score_layers
+
+    try:
+        plan = plan_score_layers(
+            args.model, args.train, args.val, estimator=args.estimator, params=args.params,
+            max_length=args.max_length, batch_size=args.batch_size, mode=args.mode,
+            cache_gb=args.cache_gb, max_exact_dim=args.max_exact_dim, device=args.device,
+            dtype=args.dtype, data_format=args.format)
+    except InsufficientMemoryError as exc:
+        if exc.plan is not None:
+            print(exc.plan.format())
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(plan.format())
+    print("dry run: nothing was computed or written")
     return 0
 
 

@@ -31,7 +31,9 @@ class InfluenceArguments:
     estimator: str = "datainf"
     params: str = "all"  # which block matrices: all | attn | mlp
     mode: str = "auto"  # how training gradients are revisited: auto | streaming | cached
-    cache_gb: float = 8.0  # memory budget of cached mode; auto picks cached when it fits
+    # memory budget of cached mode in GiB; None: auto picks cached when the whole run's memory
+    # plan with the cache fits the memory free on the device (memory.py)
+    cache_gb: float | None = None
     damping: float = 0.1  # lambda_m = damping * mean_i ||g_im||^2 / d_m (DataInf's 0.1)
     max_exact_dim: int = 8192  # the exact estimator refuses matrices with more entries
     batch_size: int = 8
@@ -46,7 +48,7 @@ class InfluenceArguments:
             raise EstimatorError(f"params must be all, attn or mlp, got {self.params!r}.")
         if self.mode not in MODES:
             raise EstimatorError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        if not self.cache_gb >= 0:
+        if self.cache_gb is not None and not self.cache_gb >= 0:
             raise EstimatorError(f"cache_gb must be >= 0, got {self.cache_gb}.")
         if not self.damping > 0:
             raise EstimatorError(f"damping must be > 0, got {self.damping}.")
@@ -80,6 +82,11 @@ class Estimator(ABC):
 
     def check(self, matrices: list[Matrix]) -> None:  # noqa: B027 - optional hook
         """Refuse up front (before any pass) what this estimator cannot do."""
+
+    def state_bytes(self, matrices: list[Matrix], n_train: int) -> dict[str, int]:
+        """What the estimator holds besides the passes, by name, in bytes (memory.py's plan):
+        by default one fp32 mean validation gradient per matrix."""
+        return {"mean validation gradient (fp32)": 4 * sum(m.numel for m in matrices)}
 
     @abstractmethod
     def influence(

@@ -22,6 +22,10 @@ class DataInf(Estimator):
     name = "datainf"
     train_visits = 3
 
+    def state_bytes(self, matrices, n_train) -> dict[str, int]:
+        # v_m and u_m are alive together during the weighted sum
+        return {"v_m and u_m (fp32)": 2 * 4 * sum(m.numel for m in matrices)}
+
     def influence(self, matrices, train, val) -> MatrixInfluence:
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         stats = self.steps("dots_and_norms", lambda: train.per_example(

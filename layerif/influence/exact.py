@@ -30,6 +30,13 @@ class Exact(Estimator):
                 "Use --estimator datainf, --params attn/mlp, or raise --max-exact-dim."
             )
 
+    def state_bytes(self, matrices, n_train) -> dict[str, int]:
+        params = sum(m.numel for m in matrices)
+        largest = max((m.numel for m in matrices), default=0)
+        return {"mean validation gradient (fp32)": 4 * params,
+                "per-example gradients (fp32)": 4 * n_train * params,
+                "one matrix's H_m and its fp64 gradients": 8 * (largest**2 + n_train * largest)}
+
     def influence(self, matrices, train, val) -> MatrixInfluence:
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         G = train.per_example(lambda m, g: g.dense.flatten(1), "per-example gradients")

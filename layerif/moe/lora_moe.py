@@ -132,6 +132,27 @@ def apply_lora_moe(model: nn.Module, config: MoEConfig, seed: int = 0) -> list[s
     return adapted
 
 
+def adapter_footprint(model: nn.Module, config: MoEConfig) -> tuple[int, int]:
+    """(trainable parameters, bytes of activations kept for the backward per token) of the
+    LoRA-MoE `config` on `model` (a `meta` skeleton will do), for the memory plan: per adapted
+    (d_in, d_out) matrix with E experts of rank r, the parameters E r (d_in + d_out) plus the
+    router's d_in E; per token the input's copy in the adapters' dtype and its dropout output
+    and mask (d_in each), the expert activations before and after gating (2 E r), the router's
+    logits, probabilities and gates (3 E), and the update (d_out)."""
+    from ..memory import DTYPE_BYTES
+
+    size = DTYPE_BYTES[config.adapter_dtype]
+    params = per_token = 0
+    for block in discover_blocks(model):
+        E = config.experts[block.index]
+        for m in block.matrices:
+            if config.targets and m.name.rsplit(".", 1)[-1] not in config.targets:
+                continue
+            params += E * config.rank * (m.d_in + m.d_out) + (m.d_in * E if E > 1 else 0)
+            per_token += size * (3 * m.d_in + 2 * E * config.rank + 3 * E + m.d_out)
+    return params, per_token
+
+
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
             if p.requires_grad}

@@ -29,6 +29,12 @@ class Pruner(Component, ABC):
     def needs_calibration(self) -> bool:
         return self.statistics is not None
 
+    def working_bytes(self, d_out: int, d_in: int) -> int:
+        """Peak bytes `prune` allocates for one (d_out, d_in) matrix besides W itself (the
+        memory plan, memory.py): by default the pruned copy and an fp32 score (4 bytes each
+        for an fp32 W) and the int64 indices of the zeroed entries (at most all of them)."""
+        return d_out * d_in * (4 + 4 + 8)
+
     @abstractmethod
     def prune(self, W: torch.Tensor, ratio: float, stats, name: str,
               structure: Structure = None) -> torch.Tensor:

@@ -81,6 +81,10 @@ class SparseGPT(Pruner):
     statistics = "hessian"
     Arguments = SparseGPTArguments
 
+    def working_bytes(self, d_out, d_in):
+        # float64: W, its sweep copies, H, its Cholesky factor and H^-1 (sparsegpt_prune)
+        return 8 * (2 * d_out * d_in + 3 * d_in * d_in)
+
     def prune(self, W, ratio, stats, name, structure=None):
         return sparsegpt_prune(W, ratio, stats.hessian(name), self.args.blocksize,
                                self.args.damping, structure)
