@@ -88,7 +88,8 @@ MEMORY_ENV = "LAYERIF_MEMORY_GB"  # plan against this many GiB instead of the fr
 def available_bytes(device: str | torch.device) -> int | None:
     """Free memory of `device`: $LAYERIF_MEMORY_GB when set (a share of a busy machine, or a
     smaller device simulated); else the CUDA driver's count on a GPU; on the CPU the kernel's
-    MemAvailable, capped by the container's limit (cgroup v2 or v1) when there is one."""
+    MemAvailable, capped by the container's limit (cgroup v2 or v1) when there is one, divided
+    among the data-parallel processes on this node."""
     import os
 
     if os.environ.get(MEMORY_ENV):
@@ -106,7 +107,11 @@ def available_bytes(device: str | torch.device) -> int | None:
     free = _meminfo_available()
     limit = _cgroup_free()
     candidates = [x for x in (free, limit) if x is not None]
-    return min(candidates) if candidates else None
+    if not candidates:
+        return None
+    # The processes of a data-parallel run on this node (torchrun's LOCAL_WORLD_SIZE) share
+    # its memory: each plans for its share (each GPU rank has a device of its own).
+    return min(candidates) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _meminfo_available() -> int | None:
@@ -217,7 +222,11 @@ def plan_scoring(model: torch.nn.Module, matrices: Sequence, estimator, *, devic
     plan.parts["one matrix's statistics"] = statistics_bytes(matrices, batch, tokens)
     plan.parts["per-example results"] = n_train * len(matrices) * 3 * 8
     if cache:
+        from .influence.engine import DENSE_REPLAY_BYTES
+
         plan.parts[CACHE_PART] = cache
+        plan.parts["one matrix's gradients, all examples (replay)"] = min(
+            DENSE_REPLAY_BYTES, n_train * max(m.numel for m in matrices) * 4)
     return plan
 
 

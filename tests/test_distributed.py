@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from layerif.scoring import score_layers
 
@@ -32,15 +33,17 @@ def free_port() -> int:
 
 
 def launch(model: Path, out: Path, cases: list[dict], world: int = 2, extra: tuple = (),
-           outputs: list | None = None) -> list[int]:
-    """Start `world` ranks of tests/dp_worker.py as torchrun would; their exit codes (and their
-    output appended to `outputs`)."""
+           outputs: list | None = None, cuda: bool = False) -> list[int]:
+    """Start `world` ranks of tests/dp_worker.py as torchrun would (on the CPU with gloo, or
+    with `cuda` one GPU each with nccl); their exit codes (and their output appended to
+    `outputs`)."""
     port = free_port()
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+               "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "OMP_NUM_THREADS": "1", **({} if cuda else {"CUDA_VISIBLE_DEVICES": ""})}
         procs.append(subprocess.Popen(
             [sys.executable, str(WORKER), str(model), str(out), json.dumps(cases), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -55,20 +58,20 @@ def launch(model: Path, out: Path, cases: list[dict], world: int = 2, extra: tup
     return codes
 
 
-def single(model: Path, case: dict) -> np.ndarray:
+def single(model: Path, case: dict, device: str = "cpu") -> np.ndarray:
     return score_layers(str(model), case["train"], case["val"], estimator=case["estimator"],
                         mode=case["mode"], max_length=48, batch_size=4, progress=False,
-                        bootstrap=10).influence
+                        bootstrap=10, device=device).influence
 
 
-def assert_equal_to_fp32_sums(two: np.ndarray, one: np.ndarray) -> None:
+def assert_equal_to_fp32_sums(two: np.ndarray, one: np.ndarray, tol: float = 1e-6) -> None:
     """Per layer, to 1e-6 of its largest influence: rows are computed by the same batches; only
     the fp32 sums over batches (mean gradient, u_m) are added in another order, an error of a
     few fp32 ulps of the terms whose difference an influence is. An element near zero is such
     a cancelling difference, so the bound is on the layer's scale, not the element's."""
     scale = np.abs(one).max(axis=0)
     assert (scale > 0).all()
-    assert (np.abs(two - one).max(axis=0) <= 1e-6 * scale).all(), np.abs(two - one).max(axis=0)
+    assert (np.abs(two - one).max(axis=0) <= tol * scale).all(), np.abs(two - one).max(axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,14 @@ def test_more_processes_than_batches_is_refused(model, tmp_path):
     for output in outputs:  # 1 batch of 4 for 2 processes, refused before any pass
         assert "--train: 1 batches for 2 processes" in output
         assert "--nproc_per_node" in output
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (one process "
+                    "on CUDA against the CPU is tests/test_cuda.py::test_score_on_cuda)")
+def test_two_gpus_on_nccl_equal_one_gpu(model, tmp_path):
+    assert launch(model, tmp_path, CASES[:2], cuda=True) == [0, 0]
+    for case in CASES[:2]:
+        # cuBLAS may split fp32 reductions differently per batch shape: 1e-5 of the layer scale
+        assert_equal_to_fp32_sums(np.load(tmp_path / case["name"] / "influence.npy"),
+                                  single(model, case, device="cuda"), tol=1e-5)

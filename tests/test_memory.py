@@ -174,3 +174,17 @@ def test_auto_streams_when_the_cache_would_not_fit(tiny_dir, monkeypatch):
     tight = score_layers(str(tiny_dir), train, val, **kwargs)
     assert tight.mode == "streaming"
     assert (abs(tight.influence - roomy.influence) <= 1e-6 * abs(roomy.influence).max()).all()
+
+
+def test_processes_on_one_node_share_its_memory(monkeypatch):
+    """torchrun's ranks on one CPU node each plan for their share of the free memory (two
+    ranks each planning for all of it would together need twice what is there)."""
+    import layerif.memory as memory
+
+    monkeypatch.delenv(MEMORY_ENV, raising=False)
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: 8 * GIB)
+    monkeypatch.setattr(memory, "_cgroup_free", lambda: 6 * GIB)  # the container's limit
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert memory.available_bytes("cpu") == 6 * GIB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert memory.available_bytes("cpu") == 3 * GIB
