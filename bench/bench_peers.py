@@ -11,7 +11,8 @@ wall time from its start to its exit (import, model load from the safetensors ca
 influence computation, writing) and its peak RSS (os.wait4's ru_maxrss). Runs alternate between
 the methods, repeated --repeats times; the table gives the median and the range, and each median
 as a ratio against kronfluence's identity strategy (a per-module gradient dot product, the
-Hessian-free floor of that library).
+Hessian-free floor of that library). Every process gets the same environment, torch's CPU
+allocator on transparent huge pages included (THP_MEM_ALLOC_ENABLE=1, layerif's default).
 
     layerif-cached      `layerif score --mode cached` (exact DataInf: 1 val + 1 train pass)
     layerif-streaming   `layerif score --mode streaming` (1 val + 3 train passes)
@@ -53,8 +54,11 @@ BASELINE = "kronfluence-identity"
 
 def timed(cmd: list[str], out: Path) -> dict:
     """One whole process: wall seconds and peak RSS in GB."""
+    # The same environment for every tool: torch's CPU allocator on transparent huge pages
+    # (layerif's default; explicit here so that the peer gets it too)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
+           "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
     start = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -158,6 +158,41 @@ def measure(name: str, args, processes: int = 1) -> dict:
             "floor_gpu_peak_gb": floor["gpu_peak_gb"]}
 
 
+def measure_prune(name: str, args) -> dict:
+    """`prune --pruner sparsegpt` on the model: its peak RSS against the plan, and what it held
+    above the model's own weights, against one block's weights in fp32 plus the calibration
+    activations (what block-by-block pruning should keep at most besides the model)."""
+    from resource import RUSAGE_CHILDREN, getrusage
+
+    from layerif.memory import DTYPE_BYTES, RUNTIME_CPU
+    from layerif.models import discover_blocks, load_skeleton
+
+    model = model_folder(name, args.dtype)
+    alloc = ROOT / "runs" / "bench-scale" / f"{name}-uniform.json"
+    alloc.parent.mkdir(parents=True, exist_ok=True)
+    timed([sys.executable, "-m", "layerif", "allocate", "sparsity", "--method", "uniform",
+           "--sparsity", "0.5", "--model", model, "--out", str(alloc)])
+    before = getrusage(RUSAGE_CHILDREN).ru_maxrss
+    run, err = timed([sys.executable, "-m", "layerif", "prune", "--model", model, "--allocation",
+                      str(alloc), "--pruner", "sparsegpt", "--nsamples", str(args.nsamples),
+                      "--seqlen", str(args.tokens), "--device", args.device, "--dtype",
+                      args.dtype, "--out", str(ROOT / "runs" / "bench-scale" / f"{name}-pruned")])
+    peak = getrusage(RUSAGE_CHILDREN).ru_maxrss * 1024
+    skeleton = load_skeleton(model)
+    blocks = discover_blocks(skeleton)
+    size = DTYPE_BYTES[args.dtype]
+    weights = sum(p.numel() for p in skeleton.parameters()) * size
+    block = max(sum(m.numel for m in b.matrices) for b in blocks) * 4
+    activations = 2 * args.nsamples * args.tokens * skeleton.config.hidden_size * size
+    planned = re.search(r"peak \(estimated\)\s+([\d.]+) GiB", err)
+    return {"model": name, "pruner": "sparsegpt", "nsamples": args.nsamples,
+            "tokens": args.tokens, "wall_s": run["seconds"],
+            "peak_rss_gb": peak / 1e9 if peak > before * 1024 else None,
+            "planned_gib": float(planned.group(1)) if planned else None,
+            "above_model_gb": (peak - weights - RUNTIME_CPU) / 1e9,
+            "one_block_fp32_plus_activations_gb": (block + activations) / 1e9}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="smollm2-135m",
@@ -166,14 +201,27 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=16, help="training examples (16)")
     parser.add_argument("--val", type=int, default=4, help="validation examples (4)")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per example (256)")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per pass (8)")
+    parser.add_argument("--batch-size", type=int, default=4, help="examples per pass (4)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    parser.add_argument("--prune", action="store_true",
+                        help="time `prune --pruner sparsegpt` on each model instead of score")
+    parser.add_argument("--nsamples", type=int, default=16,
+                        help="calibration windows of --prune, --tokens each (16)")
     parser.add_argument("--floor", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
         return floor_job(args.floor, args.n, args.tokens, args.device, args.dtype)
+    if args.prune:
+        for name in args.models.split(","):
+            row = measure_prune(name, args)
+            print(json.dumps(row), flush=True)
+            path = RESULTS / f"scale-prune-{args.device}.json"
+            old = json.loads(path.read_text()) if path.exists() else []
+            path.write_text(json.dumps([r for r in old if r["model"] != name] + [row],
+                                       indent=1))
+        return None
     rows = []
     for name in args.models.split(","):
         for processes in map(int, args.processes.split(",")):
@@ -183,8 +231,9 @@ def main() -> None:
     stem = RESULTS / f"scale-{args.device}"
     old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(
         ".json").exists() else []
-    keep = [r for r in old if (r["model"], r["processes"], r["device"]) not in
-            {(r2["model"], r2["processes"], r2["device"]) for r2 in rows}]
+    key = ("model", "processes", "device", "n_train", "n_val", "tokens")
+    new = {tuple(r[k] for k in key) for r in rows}
+    keep = [r for r in old if tuple(r[k] for k in key) not in new]
     rows = keep + rows
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     stem.with_suffix(".md").write_text(table(rows) + "\n")

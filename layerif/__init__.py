@@ -10,6 +10,15 @@
 
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+
+# Large CPU tensors (a pass's activations, cached gradients: GBs each touched once) on
+# transparent huge pages: fewer page faults, ~10% faster cached scoring and ~20% less resident
+# memory on SmolLM2 (bench/bench_peers.py). torch's CPU allocator reads this when torch is
+# first imported, so it takes effect where layerif is imported first (the CLI always is);
+# THP_MEM_ALLOC_ENABLE=0 turns it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 # The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
 from .allocation.api import allocate_experts, allocate_ranks, allocate_sparsity  # noqa: E402
 from .data import TASKS, Example, TaskSpec, load_examples, load_instruct  # noqa: E402

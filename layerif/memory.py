@@ -222,11 +222,7 @@ def plan_scoring(model: torch.nn.Module, matrices: Sequence, estimator, *, devic
     plan.parts["one matrix's statistics"] = statistics_bytes(matrices, batch, tokens)
     plan.parts["per-example results"] = n_train * len(matrices) * 3 * 8
     if cache:
-        from .influence.engine import DENSE_REPLAY_BYTES
-
         plan.parts[CACHE_PART] = cache
-        plan.parts["one matrix's gradients, all examples (replay)"] = min(
-            DENSE_REPLAY_BYTES, n_train * max(m.numel for m in matrices) * 4)
     return plan
 
 

@@ -69,25 +69,3 @@ def test_oracle_detects_a_wrong_estimator(tiny_models, tokenizer):
                              max_length=MAX_LENGTH, progress=False).influence
     a, b = a / np.abs(a).max(), b / np.abs(b).max()
     assert np.abs(a - b).max() > 1e-2
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_cached_replay_dense_and_factored_match_oracle(arch, tiny_models, tokenizer,
-                                                       monkeypatch):
-    """Cached DataInf's last two visits, matrix by matrix: with every matrix's per-example
-    gradients materialised (the default size limit), and with none (limit 0: the factored
-    visits), both against the brute-force oracle."""
-    from layerif.influence import engine
-
-    model = tiny_models(arch)
-    train, val = _data("text")
-    blocks = discover_blocks(model, "all")
-    expected = oracle_block_influence(model, blocks, encode_examples(train, tokenizer,
-                                      MAX_LENGTH), encode_examples(val, tokenizer, MAX_LENGTH),
-                                      "datainf")
-    for limit in (engine.DENSE_REPLAY_BYTES, 0):
-        monkeypatch.setattr(engine, "DENSE_REPLAY_BYTES", limit)
-        result = layerif.score_layers(model, train, val, tokenizer=tokenizer, mode="cached",
-                                      batch_size=3, max_length=MAX_LENGTH, progress=False)
-        err = np.abs(result.influence - expected).max() / np.abs(expected).max()
-        assert err < 1e-5, f"{arch}, dense replay limit {limit}: rel. error {err:.2e}"

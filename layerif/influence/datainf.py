@@ -7,8 +7,7 @@
 
 Three visits of the training gradients: (dots with v, norms) -> (accumulate u) -> (dots with u).
 With a streaming source that is 1 validation + 3 training passes in memory independent of n; with
-a cached source it is 1 + 1 passes, and the last two visits are made matrix by matrix from the
-kept gradients (CachedSource.dots_with_weighted_sum).
+a cached source it is 1 + 1 passes.
 """
 
 from __future__ import annotations
@@ -40,14 +39,10 @@ class DataInf(Estimator):
         # A zero-gradient matrix has lambda 0; any positive stand-in gives its exact influence, 0.
         lam = {name: value if name not in zero else 1.0 for name, value in lambdas.items()}
         c = {m.name: dots[m.name] / (lam[m.name] + sq_norms[m.name]) for m in matrices}
-        v.clear()  # free n_matrices x d_m floats before u is accumulated
-        if train.fused_weighted_sum:  # kept gradients: u_m, then g_km . u_m, matrix by matrix
-            gu = self.steps("dots_with_u", lambda: train.dots_with_weighted_sum(
-                c, "2/2 weighted sum and dots with u"))
-        else:  # two passes, each a step a killed run resumes after
-            u = self.steps("weighted_sum", lambda: train.weighted_sum(c, "2/3 weighted sum"))
-            gu = self.steps("dots_with_u", lambda: train.per_example(
-                lambda m, g: g.dot(u[m.name]), "3/3 dots with u"))
+        u = self.steps("weighted_sum", lambda: train.weighted_sum(c, "2/3 weighted sum"))
+        v.clear()  # free n_matrices x d_m floats before the last visit
+        gu = self.steps("dots_with_u", lambda: train.per_example(
+            lambda m, g: g.dot(u[m.name]), "3/3 dots with u"))
         values = torch.stack(
             [
                 -(dots[m.name].double() - gu[m.name].double() / train.n) / lam[m.name]

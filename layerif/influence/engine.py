@@ -55,14 +55,7 @@ class ExampleGradients:
 
     @cached_property
     def dense(self) -> torch.Tensor:
-        """(B, d_out, d_in): the materialised per-example gradients (kept on this object)."""
-        return self.materialise()
-
-    def materialise(self) -> torch.Tensor:
-        """(B, d_out, d_in): the per-example gradients, not kept (a cache of factors stays
-        factors)."""
-        if self._has_dense():
-            return self.dense
+        """(B, d_out, d_in): the materialised per-example gradients."""
         return torch.bmm(self.D.transpose(1, 2), self.A)
 
     @property
@@ -242,10 +235,6 @@ class GradientSource:
         self.n = n if n is not None else sum(len(b.indices) for b in self.batches)
         self.passes = 0  # forward/backward passes run so far (for reports and tests)
 
-    # True where dots_with_weighted_sum is cheaper than its two visits (kept gradients); an
-    # estimator then asks for both at once instead of resuming between them
-    fused_weighted_sum = False
-
     def _sum_over_ranks(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.parallel is not None:
             for m in self.engine.matrices:  # the same order on every rank
@@ -286,13 +275,6 @@ class GradientSource:
         self.for_each(accumulate, desc)
         return self._sum_over_ranks(out)
 
-    def dots_with_weighted_sum(self, weights: dict[str, torch.Tensor], desc: str
-                               ) -> dict[str, torch.Tensor]:
-        """{matrix name: (n,) g_k . u} for every example k, with u = sum_i weights[name][i] g_i
-        (summed over the ranks): one visit accumulating u, then one visit of dots."""
-        u = self.weighted_sum(weights, f"{desc}: weighted sum")
-        return self.per_example(lambda m, g: g.dot(u[m.name]), f"{desc}: dots with u")
-
     def mean_gradient(self, desc: str) -> dict[str, torch.Tensor]:
         """{matrix name: (1/n) sum_i g_i}."""
         ones = {m.name: torch.full((self.n,), 1.0 / self.n) for m in self.engine.matrices}
@@ -309,8 +291,6 @@ class StreamingSource(GradientSource):
 
 class CachedSource(GradientSource):
     """One pass, then replays the per-example gradients it kept (compact form) from memory."""
-
-    fused_weighted_sum = True
 
     def __init__(self, engine: GradientEngine, batches: Sequence[Batch], name: str,
                  parallel: DataParallel | None = None, n: int | None = None):
@@ -332,46 +312,8 @@ class CachedSource(GradientSource):
         for matrix, grads, indices in self._store:
             callback(matrix, grads, indices)
 
-    def dots_with_weighted_sum(self, weights, desc):
-        """Matrix by matrix from the kept gradients: this rank's per-example gradients of the
-        matrix materialised once (one GEMM's work, G: (n_rank, d_out, d_in)), then
-        u = weights . G and G u are matrix-vector products, where the factored form costs a
-        GEMM for each. Falls back to the factored visits for a matrix whose G would exceed
-        DENSE_REPLAY_BYTES."""
-        if self._store is None:
-            return super().dots_with_weighted_sum(weights, desc)
-        kept: dict[str, list[tuple[ExampleGradients, torch.Tensor]]] = {}
-        for matrix, grads, indices in self._store:
-            kept.setdefault(matrix.name, []).append((grads, indices))
-        out: dict[str, torch.Tensor] = {}
-        for m in tqdm(self.engine.matrices, desc=f"{self.name}: {desc}", unit="matrix",
-                      disable=not self.engine.progress, leave=False):
-            parts = kept[m.name]
-            rows = torch.cat([indices for _, indices in parts])
-            if len(rows) * m.numel * BYTES_FP32 <= DENSE_REPLAY_BYTES:
-                # (n_rank, d_out * d_in)
-                G = torch.cat([g.materialise().flatten(1) for g, _ in parts])
-                u = self._sum(weights[m.name][rows].to(G.device) @ G)
-                dots = G @ u
-            else:
-                u = self._sum(sum(g.weighted_sum(weights[m.name][idx].to(g.device))
-                                  for g, idx in parts))
-                dots = torch.cat([g.dot(u) for g, _ in parts])
-            out[m.name] = dots.new_zeros(self.n)
-            out[m.name][rows] = dots
-        return self._sum_over_ranks(out)  # rows of other ranks' examples are zero here
-
-    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.parallel is None else self.parallel.sum(tensor)
-
     def release(self) -> None:
         self._store = None
-
-
-# Cached DataInf materialises one matrix's per-example gradients for all of a rank's examples
-# at a time (CachedSource.dots_with_weighted_sum) up to this size; memory.py plans for it.
-DENSE_REPLAY_BYTES = 2**30
-
 
 
 def cache_bytes(matrices: Sequence[Matrix], batches: Sequence[Batch]) -> int:
