@@ -161,14 +161,14 @@ def main() -> None:
 def summarise(runs: dict[str, list[dict]]) -> str:
     med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
     lines = ["| method | runs | seconds, median [min, max] | peak RSS GB, median | "
-             f"speed vs {BASELINE} | memory vs {BASELINE} |", "|---|---|---|---|---|---|"]
+             f"speed vs {BASELINE} (its seconds / these) | peak memory / {BASELINE}'s |",
+             "|---|---|---|---|---|---|"]
     for m, rs in runs.items():
         secs = [r["seconds"] for r in rs]
         peak = statistics.median(r["peak_gb"] for r in rs)
         base = runs.get(BASELINE)
         speed = f"{med[BASELINE] / med[m]:.2f}x" if base else "-"
-        mem = (f"{statistics.median(r['peak_gb'] for r in base) / peak:.2f}x less"
-               if base else "-")
+        mem = f"{peak / statistics.median(r['peak_gb'] for r in base):.2f}x" if base else "-"
         lines.append(f"| {m} | {len(rs)} | {med[m]:.1f} [{min(secs):.1f}, {max(secs):.1f}] | "
                      f"{peak:.2f} | {speed} | {mem} |")
     return "\n".join(lines)

@@ -242,10 +242,10 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | processes | train / val x tokens | score s (wall s) | s per train "
-             "example | fwd+bwd s per example | ratio to fwd+bwd | peak RSS GB | plan GiB |",
+             "example | fwd+bwd s per example | ratio to fwd+bwd | peak RSS GiB | plan GiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        peak = "-" if r["peak_rss_gb"] is None else f"{r['peak_rss_gb']:.2f}"
+        peak = "-" if r["peak_rss_gb"] is None else f"{r['peak_rss_gb'] * 1e9 / 2**30:.2f}"
         plan = "-" if r["planned_gib"] is None else f"{r['planned_gib']:.2f}"
         lines.append(
             f"| {r['model']} | {r['processes']} | {r['n_train']} / {r['n_val']} x "
