@@ -82,3 +82,25 @@ def test_stability_of_a_dominant_layer_and_of_noise():
     assert profile_stability(noise, "helpful", resamples=100, seed=1).low != n.low
     flat = profile_stability(np.zeros((5, 3)), "harmful", resamples=10)
     assert flat.median_spearman is None and "undefined" in flat.summary()
+
+
+def test_zero_gradient_is_judged_at_the_rounding_level_of_the_models_dtype():
+    """A matrix whose mean ||g||^2 is rounding noise next to the others' (what a fused attention
+    backward leaves of a gradient that is 0 in exact arithmetic) counts as zero; one that is
+    merely small does not, and in fp64 the same noise level is a real gradient."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from layerif.influence.base import Estimator
+
+    def matrix(name, dtype):
+        return SimpleNamespace(name=name, module=SimpleNamespace(weight=torch.zeros(1,
+                                                                                    dtype=dtype)))
+
+    sq = {"q": torch.tensor([4e-16, 4e-16]), "small": torch.tensor([1e-6, 1e-6]),
+          "v": torch.tensor([8.0, 8.0])}
+    fp32 = [matrix(n, torch.float32) for n in sq]
+    assert Estimator.zero_gradient(fp32, sq) == ["q"]
+    fp64 = [matrix(n, torch.float64) for n in sq]
+    assert Estimator.zero_gradient(fp64, sq) == []

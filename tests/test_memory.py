@@ -20,12 +20,16 @@ from layerif.scoring import score_layers
 # runs that fit or streams needlessly).
 FACTOR = 1.5
 
-# Runs one CLI command in a fresh process and reports that process's own peak RSS.
+# Runs one CLI command in a fresh process and reports that program's own peak RSS: VmHWM,
+# the high-water mark of the memory map exec created (ru_maxrss would also count the pytest
+# process's RSS at the fork, which Linux carries across exec).
 MEASURE = """
-import resource, sys
+import re, sys
+from pathlib import Path
 from layerif.cli import main
 code = main(sys.argv[1:])
-print(f"PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(f"PEAK_RSS_KB={hwm}", file=sys.stderr)
 sys.exit(code)
 """
 

@@ -98,10 +98,13 @@ class Estimator(ABC):
     def stack(matrices: list[Matrix], per_matrix: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([per_matrix[m.name].double().cpu() for m in matrices], dim=1)
 
-    def lambdas(self, matrices: list[Matrix], sq_norms: dict[str, torch.Tensor]) -> dict:
-        """DataInf's damping per matrix: lambda_m = damping * mean_i ||g_im||^2 / d_m."""
+    def lambdas(self, matrices: list[Matrix], sq_norms: dict[str, torch.Tensor],
+                zero: list[str] = ()) -> dict:
+        """DataInf's damping per matrix: lambda_m = damping * mean_i ||g_im||^2 / d_m (0 for
+        the `zero` matrices, see zero_gradient)."""
         return {
-            m.name: float(self.args.damping * sq_norms[m.name].double().mean() / m.numel)
+            m.name: 0.0 if m.name in zero else
+            float(self.args.damping * sq_norms[m.name].double().mean() / m.numel)
             for m in matrices
         }
 
@@ -110,8 +113,17 @@ class Estimator(ABC):
         """Matrices whose gradient is zero for every training example, reported now (before the
         remaining passes). Their lambda_m is 0, so DataInf's c = 0/0: such a matrix contributes
         exactly 0 instead (g_km = 0 for every k makes -g_km . r_m = 0 whatever r_m is). If every
-        tracked matrix is zero there is nothing to score, which is an error."""
-        zero = [m.name for m in matrices if not bool((sq_norms[m.name] > 0).any())]
+        tracked matrix is zero there is nothing to score, which is an error.
+
+        Zero means at the rounding level of the model's dtype: a mean ||g_m||^2 at most eps^2
+        times the largest matrix's. A gradient that is 0 in exact arithmetic can come out of a
+        fused attention backward as rounding noise (transformers 5.23's SDPA on a tiny fp32
+        Llama: 4e-16 for q/k against 0.1 to 8 for the other matrices), and a lambda_m made of
+        that noise would turn noise into influence."""
+        means = {m.name: float(sq_norms[m.name].double().mean()) for m in matrices}
+        largest = max(means.values(), default=0.0)
+        zero = [m.name for m in matrices
+                if means[m.name] <= torch.finfo(m.module.weight.dtype).eps ** 2 * largest]
         cause = ("each example's counted tokens are predicted from its first position only, so "
                  "attention queries and keys get no gradient: give longer examples (a longer "
                  "completion, or a larger --max-length)")

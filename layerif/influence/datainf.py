@@ -34,18 +34,19 @@ class DataInf(Estimator):
         ))
         dots = {name: s[:, 0] for name, s in stats.items()}
         sq_norms = {name: s[:, 1] for name, s in stats.items()}
-        lambdas = self.lambdas(matrices, sq_norms)
         zero = self.zero_gradient(matrices, sq_norms)
-        # A zero-gradient matrix has lambda 0; any positive stand-in gives its exact influence, 0.
-        lam = {name: value if name not in zero else 1.0 for name, value in lambdas.items()}
-        c = {m.name: dots[m.name] / (lam[m.name] + sq_norms[m.name]) for m in matrices}
+        lambdas = self.lambdas(matrices, sq_norms, zero)
+        # A zero-gradient matrix (lambda 0) adds nothing to u and its influence is exactly 0.
+        c = {m.name: torch.zeros_like(dots[m.name]) if m.name in zero else
+             dots[m.name] / (lambdas[m.name] + sq_norms[m.name]) for m in matrices}
         u = self.steps("weighted_sum", lambda: train.weighted_sum(c, "2/3 weighted sum"))
         v.clear()  # free n_matrices x d_m floats before the last visit
         gu = self.steps("dots_with_u", lambda: train.per_example(
             lambda m, g: g.dot(u[m.name]), "3/3 dots with u"))
         values = torch.stack(
             [
-                -(dots[m.name].double() - gu[m.name].double() / train.n) / lam[m.name]
+                torch.zeros_like(dots[m.name], dtype=torch.float64) if m.name in zero else
+                -(dots[m.name].double() - gu[m.name].double() / train.n) / lambdas[m.name]
                 for m in matrices
             ],
             dim=1,

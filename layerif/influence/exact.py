@@ -41,8 +41,8 @@ class Exact(Estimator):
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         G = train.per_example(lambda m, g: g.dense.flatten(1), "per-example gradients")
         sq_norms = {name: g.double().square().sum(1) for name, g in G.items()}
-        lambdas = self.lambdas(matrices, sq_norms)
         zero = self.zero_gradient(matrices, sq_norms)
+        lambdas = self.lambdas(matrices, sq_norms, zero)
         columns = []
         for m in matrices:
             Gm = G.pop(m.name).double()  # (n, d_m)
