@@ -21,6 +21,14 @@ def _pyplot():
     return plt
 
 
+def profile_figures(out: Path, manifest: dict, caption: str) -> list[tuple[str, Path]]:
+    """[(caption, plots/profiles.png)] for the scoring cells a run's manifest lists, [] when it
+    has none."""
+    scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
+              for key in manifest.get("scores", [])]
+    return [(caption, plot_profiles(scores, out / "plots" / "profiles.png"))] if scores else []
+
+
 def plot_profiles(scores_files: list[Path], path: Path) -> Path:
     """Each slice's profile (its file's aggregate) with the bootstrap band of its stability."""
     plt = _pyplot()

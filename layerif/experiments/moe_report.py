@@ -109,15 +109,11 @@ def moe_markdown(manifest: dict, records: list[dict]) -> str:
 
 def moe_figures(out: Path, manifest: dict, records: list[dict]) -> list[tuple[str, Path]]:
     from ..report.plots import plot_expert_allocations
-    from .figures import plot_profiles
+    from .figures import profile_figures
 
     plots = out / "plots"
-    figures = []
-    scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
-              for key in manifest.get("scores", [])]
-    if scores:
-        figures.append(("LayerIF layer profiles per task, with bootstrap bands",
-                        plot_profiles(scores, plots / "profiles.png")))
+    figures = profile_figures(out, manifest, "LayerIF layer profiles per task, with bootstrap "
+                              "bands")
     for task in dict.fromkeys(r["task"] for r in records):
         allocations = {r["method"]: r["experts"] for r in records
                        if r["task"] == task and r.get("experts")}

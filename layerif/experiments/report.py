@@ -232,15 +232,11 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
 def _figures(out: Path, manifest: dict, records: list[dict], groups: dict, n_slices: int
              ) -> list[tuple[str, Path]]:
     """(caption, png) for each plot of the report."""
-    from .figures import plot_against_sparsity, plot_allocations, plot_profiles
+    from .figures import plot_against_sparsity, plot_allocations, profile_figures
 
     plots = out / "plots"
-    figures = []
-    scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
-              for key in manifest.get("scores", [])]
-    if scores:
-        figures.append(("LayerIF layer profiles per scoring slice, with bootstrap bands",
-                        plot_profiles(scores, plots / "profiles.png")))
+    figures = profile_figures(out, manifest, "LayerIF layer profiles per scoring slice, with "
+                              "bootstrap bands")
     by_sparsity: dict[float, dict[str, list[float]]] = {}
     for r in records:
         if r.get("allocation"):
