@@ -221,9 +221,9 @@ def score_layers(
     if progress:
         print(run.plan.format(), file=sys.stderr)
 
-    model, tokenizer, model_name = run.model, run.tokenizer, run.model_name
-    if isinstance(model, str):
-        model, tokenizer = load_model(model, device=device, dtype=dtype)
+    model, model_name = run.model, run.model_name
+    if isinstance(model, str):  # the data was encoded with run.tokenizer already
+        model, _ = load_model(model, device=device, dtype=dtype)
     fingerprint = model_fingerprint(model, model_name)
     blocks = [b for b in discover_blocks(model, args.params) if b.matrices]
     matrices = [m for b in blocks for m in b.matrices]
@@ -355,7 +355,7 @@ def _prepare(model, train, val, args: InfluenceArguments, *, tokenizer, device, 
                             logit_positions=positions or a.max_length, n_train=n_train,
                             cache=cache)
 
-    plan_scoring_refuse(plan_for(args, dtype), args, dtype, plan_for)  # before any data
+    _refuse_unless_fits(plan_for(args, dtype), args, dtype, plan_for)  # before any data
 
     train_examples, train_name, train_set = _as_examples(train, "train", data_format)
     val_examples, val_name, val_set = _as_examples(val, "val", data_format)
@@ -390,14 +390,14 @@ def _prepare(model, train, val, args: InfluenceArguments, *, tokenizer, device, 
         plan.notes.append("auto: cached mode, the cache fits the free memory")
     elif chosen == "streaming" and args.mode == "auto" and est.train_visits > 1:
         plan.notes.append("auto: streaming mode, cached would not fit the free memory")
-    plan_scoring_refuse(plan, args, dtype, lambda a, dt: full(a, dt, chosen if a.mode == "auto"
+    _refuse_unless_fits(plan, args, dtype, lambda a, dt: full(a, dt, chosen if a.mode == "auto"
                                                              else a.mode))
     return _Prepared(model, model_name, tokenizer, train_examples, train_name, val_name,
                      train_set, val_set, train_enc, val_enc, train_batches, val_batches, plan,
                      chosen)
 
 
-def plan_scoring_refuse(plan: MemoryPlan, args: InfluenceArguments, dtype: str, plan_for
+def _refuse_unless_fits(plan: MemoryPlan, args: InfluenceArguments, dtype: str, plan_for
                         ) -> None:
     """Stop a run whose plan does not fit, naming the changes that would make it fit."""
     if plan.fits:

@@ -192,3 +192,12 @@ def test_processes_on_one_node_share_its_memory(monkeypatch):
     assert memory.available_bytes("cpu") == 6 * GIB
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert memory.available_bytes("cpu") == 3 * GIB
+
+
+def test_a_bad_memory_budget_is_one_clear_error(tiny_dir, tmp_path):
+    proc = run_cli("score", "--model", tiny_dir, "--train", "boolq:validation[0:8]", "--val",
+                   "boolq:validation[8:12]", "--device", "cpu", "--dry-run",
+                   "--out", tmp_path / "s", env={MEMORY_ENV: "lots"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error == [f"error: ${MEMORY_ENV} must be a number of GiB, got 'lots'."]
