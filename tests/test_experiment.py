@@ -110,6 +110,10 @@ def test_report_tables_and_csv(first_run, capsys):
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0] == "method,slice,pruner,sparsity,seed,metric,value,n"
     assert any(r.startswith("layerif") and ",acc:arc_easy," in r for r in rows)
+    # the time per stage counts every stored cell of each kind once
+    for kind in ("scores", "allocation", "eval"):
+        n = len(list(out.glob(f"cells/{kind}/*/cell.json")))
+        assert f"| {kind} | {n} | " in tables, kind
     assert write_report(out)  # again: the same files, atomically replaced
 
 

@@ -40,14 +40,16 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
                    ppl_seqlen: int | None = None,
                    check_against: list[str] = (), adapter: str | None = None,
                    multiple_choice: bool = True, generate: bool = False,
-                   progress: bool = True) -> dict:
+                   max_length: int = 256, progress: bool = True) -> dict:
     """Log-likelihood multiple-choice accuracy (lm-eval's own tasks; `multiple_choice`),
     generative accuracy (`generate`: the instruction format, greedy decoding) and perplexity on
     each source of `ppl` (a name, file or task spec, or several; windows of `ppl_seqlen`
     tokens, default the model's context capped at 2048), for `specs`. Before any model pass,
     refuses evaluation or perplexity data sharing content with the sets recorded by
     `model_name` (a pruned folder's pruning.json), `adapter` (its training.json) or the scores
-    files `check_against`. result["perplexity"] maps each ppl source to its figures."""
+    files `check_against`. result["perplexity"] maps each ppl source to its figures.
+    max_length: tokens of a generative prompt plus its answer (longer prompts lose tokens on the
+    left, as fine-tuning cuts them; give the fine-tuning's max_length)."""
     if not (multiple_choice or generate):
         raise ValueError("nothing to evaluate: enable multiple_choice or generate.")
     start = time.perf_counter()
@@ -63,7 +65,7 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
         parts.append(evaluate_multiple_choice(model, tokenizer, specs, batch_size))
     if generate:
         parts.append(evaluate_generation(model, tokenizer, specs, batch_size=batch_size,
-                                         progress=progress))
+                                         max_length=max_length, progress=progress))
     for part in parts:
         for task, metrics in part["tasks"].items():
             per_item = result["tasks"][task].get("per_item", {}) | metrics.get("per_item", {})

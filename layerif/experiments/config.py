@@ -34,7 +34,8 @@ evaluated by generative and log-likelihood accuracy:
     training: {epochs: 3, lr: 3.0e-4, batch_size: 4, max_length: 256, balance: true}
     lora: {rank: 8, alpha: 16, dropout: 0.05, top_k: 2}
     seeds: [0, 1, 2]               # adapter initialisation and data order
-    evaluation: {limit: 300, batch_size: 8}   # each task's last `limit` rows (or slice: "a:b")
+    evaluation: {limit: 300, batch_size: 8}   # each task's last `limit` rows (or slice: "a:b");
+                                   # max_length: generative prompt cut (default: training's)
     base: true                     # evaluate the model without adapters too
 """
 
@@ -112,7 +113,7 @@ MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training",
             "evaluation", "base", "keep_models", "kind"}
 TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance"}
 LORA_KEYS = {"rank", "alpha", "dropout", "top_k"}
-MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size"}
+MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size", "max_length"}
 SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params"}
 CALIBRATION_KEYS = {"source", "nsamples", "seqlen"}
 EVALUATION_KEYS = {"tasks", "limit", "slice", "ppl", "ppl_seqlen", "batch_size"}

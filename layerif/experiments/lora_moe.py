@@ -37,8 +37,10 @@ def moe_settings(config: MoEExperimentConfig) -> tuple[dict, dict, dict, dict]:
 
     training = {**asdict(FinetuneArguments()), "balance": False, **config.training}
     training.pop("seed")  # the grid's seeds set it
+    # generative prompts are cut to the fine-tuning's length unless the config says otherwise
+    evaluation = {**DEFAULT_EVALUATION, "max_length": training["max_length"], **config.evaluation}
     return ({**DEFAULT_SCORING, **config.scoring}, training, {**DEFAULT_LORA, **config.lora},
-            {**DEFAULT_EVALUATION, **config.evaluation})
+            evaluation)
 
 
 def evaluation_spec(task: str, evaluation: dict):
@@ -185,7 +187,7 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
 
 def _eval_settings(adapter_key: str | None, spec, evaluation: dict) -> dict:
     return {"model": adapter_key, "slice": str(spec), "batch_size": evaluation["batch_size"],
-            "generate": True}
+            "max_length": evaluation["max_length"], "generate": True}
 
 
 def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label) -> str:
@@ -206,7 +208,8 @@ def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label) -> s
             loaded.eval()
         result = evaluate_model(loaded, tokenizer, [spec], model_name=model, ppl=None,
                                 batch_size=evaluation["batch_size"], adapter=adapter,
-                                generate=True, progress=False)
+                                generate=True, max_length=evaluation["max_length"],
+                                progress=False)
         write_json(folder / "eval.json", result)
         return {"mean": result["mean"]}
 

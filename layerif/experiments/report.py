@@ -10,6 +10,7 @@ item; each scoring slice of a LayerIF method its own row), with
 - perplexity of each set, exp(mean NLL per token), with its interval over windows, and the
   paired difference of log-perplexity to the best baseline (lowest perplexity) over windows.
 The best value is bold only when its interval excludes the runner-up.
+Both kinds end with the time per stage: the seconds each cell recorded, summed by kind.
 """
 
 from __future__ import annotations
@@ -169,6 +170,27 @@ def _bold(intervals: dict, higher: bool) -> str | None:
     return best if not iv.low <= runner.mean <= iv.high else None
 
 
+def stage_times(out: str | Path) -> str:
+    """A markdown table of the compute time per stage (cell kind): cells, total and mean
+    seconds, as each cell recorded when it ran (cells of every run into `out`, including any
+    left over from an earlier config; wall time of whatever machine and load ran them)."""
+    by_kind: dict[str, list[float]] = {}
+    for path in sorted((Path(out) / "cells").glob("*/*/cell.json")):
+        try:
+            cell = json.loads(path.read_text())
+            by_kind.setdefault(cell["kind"], []).append(float(cell["seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged cell is reported and recomputed by the runner
+    lines = ["**time per stage (seconds as recorded by each cell)**", "",
+             "| stage | cells | total min | mean s per cell |", "|---|---|---|---|"]
+    for kind, seconds in by_kind.items():
+        lines.append(f"| {kind} | {len(seconds)} | {sum(seconds) / 60:.1f} | "
+                     f"{sum(seconds) / len(seconds):.1f} |")
+    total = sum(sum(s) for s in by_kind.values())
+    lines.append(f"| all | {sum(map(len, by_kind.values()))} | {total / 60:.1f} | - |")
+    return "\n".join(lines)
+
+
 def results_csv(records: list[dict], n_slices: int) -> str:
     """One row per evaluated model, seed and metric."""
     buffer = io.StringIO()
@@ -203,7 +225,8 @@ def write_report(out: str | Path) -> list[Path]:
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
-    markdown = "\n".join(parts)
+    parts.append(stage_times(out))
+    markdown = "\n".join(parts) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], results_csv(records, n_slices))
     write_text(paths[1], markdown)
@@ -220,7 +243,7 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
     writer = csv.writer(buffer)
     writer.writerow(["method", "task", "seed", "metric", "value", "n"])
     writer.writerows(moe_csv_rows(records))
-    markdown = moe_markdown(manifest, records)
+    markdown = moe_markdown(manifest, records) + "\n" + stage_times(out) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], buffer.getvalue())
     write_text(paths[1], markdown)
