@@ -100,6 +100,20 @@ def test_a_killed_run_resumes_and_a_damaged_cell_is_recomputed(tmp_path, monkeyp
     assert len(summary.corrupt) == 1 and kinds(summary) == {"pruned": 1, "eval": 1}
 
 
+def test_progress_lines_count_the_cells_left(tmp_path):
+    from layerif.experiments.cells import CellStore
+
+    lines: list[str] = []
+    store = CellStore(tmp_path, progress=lines.append)
+    store.plan({"a": 2, "b": 1})
+    store.run("a", {"i": 0}, lambda folder: {})
+    assert lines[-1].endswith("left for 2 more cells at most (+ b not timed yet)"), lines
+    store.run("a", {"i": 0}, lambda folder: {})  # stored: visited, not computed, no line
+    assert len(lines) == 1 and store.todo == {"a": 0, "b": 1}
+    store.run("b", {"i": 0}, lambda folder: {})
+    assert lines[-1].endswith(" s")  # nothing left to visit: no estimate
+
+
 def test_report_tables_and_csv(first_run, capsys):
     _, _, out, _ = first_run
     assert main(["experiment", "report", str(out)]) == 0

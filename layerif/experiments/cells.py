@@ -46,6 +46,29 @@ class CellStore:
         self.corrupt: list[str] = []
         self.progress = progress or (lambda _line: None)
         self._seconds: dict[str, list[float]] = {}
+        self.todo: dict[str, int] = {}  # cells of each kind the runner has yet to visit
+
+    def plan(self, counts: dict[str, int]) -> None:
+        """How many cells of each kind the run will visit (stored or not), for the estimate of
+        the time left on each progress line."""
+        self.todo = dict(counts)
+
+    def visited(self, kind: str) -> None:
+        """One planned cell of `kind` was found stored without going through `run`."""
+        if self.todo.get(kind, 0) > 0:
+            self.todo[kind] -= 1
+
+    def time_left(self) -> str:
+        """"~M min left for N cells", at most: every cell still to visit counted at the mean time
+        of its kind so far (kinds not timed yet are named, not guessed)."""
+        left = sum(self.todo.values())
+        if not left:
+            return ""
+        seconds = sum(sum(t) / len(t) * self.todo.get(kind, 0)
+                      for kind, t in self._seconds.items())
+        untimed = sorted(k for k, n in self.todo.items() if n and k not in self._seconds)
+        return (f"   ~{seconds / 60:.0f} min left for {left} more cells at most"
+                + (f" (+ {', '.join(untimed)} not timed yet)" if untimed else ""))
 
     def folder(self, kind: str, key: str) -> Path:
         return self.root / kind / key
@@ -69,11 +92,12 @@ class CellStore:
         return cell
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
-            remaining: int = 0, hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
+            hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
         """(key, result) of the cell; computed by compute(folder) -> result (a JSON-able dict)
         only when not stored. hashed: artefact file names whose SHA-256 is recorded and checked
-        on reuse. remaining: cells of this kind still to compute, for the time estimate."""
+        on reuse."""
         key = cell_key(kind, settings)
+        self.visited(kind)
         cell = self.load(kind, key)
         if cell is not None:
             return key, cell["result"]
@@ -91,9 +115,6 @@ class CellStore:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         self.executed.append((kind, key))
-        times = self._seconds.setdefault(kind, [])
-        times.append(seconds)
-        eta = sum(times) / len(times) * remaining
-        self.progress(f"{kind:8s} {label:48s} {seconds:7.1f} s"
-                      + (f"   ~{eta / 60:.0f} min left for {remaining} more" if remaining else ""))
+        self._seconds.setdefault(kind, []).append(seconds)
+        self.progress(f"{kind:8s} {label:48s} {seconds:7.1f} s{self.time_left()}")
         return key, result

@@ -61,6 +61,10 @@ def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = 
     store = CellStore(out, progress=print if progress else None)
     model = _model(config, store)
     model_id = config.model
+    grid = [(seed, method, t) for seed in config.seeds for method in config.methods
+            for t in config.tasks]
+    store.plan({"scores": len(config.tasks), "allocation": len(grid), "adapter": len(grid),
+                "eval": len(grid) + (len(config.tasks) if config.base else 0)})
     rows = []
     if config.base:
         for t in config.tasks:
@@ -68,18 +72,14 @@ def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = 
                             f"base {t['task']}")
             rows.append({"method": "base", "task": t["task"], "seed": None, "eval": key})
     scores_keys = {}
-    for i, t in enumerate(config.tasks):
-        scores_keys[t["task"]] = _score(store, model, model_id, t, scoring,
-                                        len(config.tasks) - i - 1)
-    grid = [(seed, method, t) for seed in config.seeds for method in config.methods
-            for t in config.tasks]
-    for n, (seed, method, t) in enumerate(grid):
+    for t in config.tasks:
+        scores_keys[t["task"]] = _score(store, model, model_id, t, scoring)
+    for seed, method, t in grid:
         alloc_key, experts = _allocate(store, config, model, model_id, method,
                                        scores_keys[t["task"]])
         label = f"{method.name} {t['task']} s{seed}"
         key = _finetune_and_evaluate(store, config, model, model_id, experts, t, training, lora,
-                                     seed, specs[t["task"]], evaluation, label,
-                                     remaining=len(grid) - n - 1)
+                                     seed, specs[t["task"]], evaluation, label)
         rows.append({"method": method.name, "task": t["task"], "seed": seed,
                      "allocation": alloc_key, "experts": experts, "eval": key})
     write_json(out / MANIFEST, {"config": config.path, "name": config.name, "kind": config.kind,
@@ -98,7 +98,7 @@ def _refuse_overlaps(config: MoEExperimentConfig, specs: dict) -> None:
     check_disjoint([content_set(str(spec), "evaluation") for spec in specs.values()], used)
 
 
-def _score(store: CellStore, model: str, model_id, task: dict, scoring: dict, remaining: int):
+def _score(store: CellStore, model: str, model_id, task: dict, scoring: dict):
     from .. import score_layers
 
     def compute(folder):
@@ -111,8 +111,7 @@ def _score(store: CellStore, model: str, model_id, task: dict, scoring: dict, re
 
     key, _ = store.run("scores", {"model": model_id, "train": task["train"],
                                   "val": task["val"], **scoring}, compute,
-                       label=f"{task['task']}: {task['train']}", remaining=remaining,
-                       hashed=("scores/scores.json",))
+                       label=f"{task['task']}: {task['train']}", hashed=("scores/scores.json",))
     return key
 
 
@@ -151,7 +150,7 @@ def _train_examples(task: dict, balance: bool) -> list:
 
 
 def _finetune_and_evaluate(store, config, model, model_id, experts, task, training, lora, seed,
-                           spec, evaluation, label, remaining):
+                           spec, evaluation, label):
     from ..models import load_model
     from ..moe import MoEConfig
     from ..moe.train import FinetuneArguments, finetune_moe
@@ -161,6 +160,8 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
     adapter_key = cell_key("adapter", settings)
     eval_key = cell_key("eval", _eval_settings(adapter_key, spec, evaluation))
     if store.load("eval", eval_key) is not None:
+        store.visited("adapter")
+        store.visited("eval")
         return eval_key
 
     def compute(folder):
@@ -178,7 +179,7 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
     adapter = store.folder("adapter", adapter_key)
     if not (adapter / "adapter" / "training.json").exists():  # evaluated before, deleted
         shutil.rmtree(adapter, ignore_errors=True)
-    store.run("adapter", settings, compute, label=label, remaining=remaining)
+    store.run("adapter", settings, compute, label=label)
     key = _evaluate(store, model, adapter_key, model_id, spec, evaluation, label)
     if not config.keep_models:
         shutil.rmtree(adapter / "adapter", ignore_errors=True)

@@ -77,6 +77,13 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     store = CellStore(out, progress=print if progress else None)
     model = _model(config, store)
     model_id = config.model
+    grid = [(seed, sparsity, method, i)
+            for seed in config.seeds for sparsity in config.sparsities
+            for method in config.methods
+            for i in (range(len(config.slices)) if "scores" in _needs(method) else [None])]
+    n_pruned = len(grid) * len(config.pruners)
+    store.plan({"scores": len(config.slices), "allocation": len(grid), "pruned": n_pruned,
+                "eval": n_pruned + int(config.dense)})
     scores_keys = []
     for i, s in enumerate(config.slices):
         def compute_scores(folder, s=s):
@@ -88,8 +95,7 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             return {"layers": len(result.layers)}
 
         key, _ = store.run("scores", {"model": model_id, **s, **scoring}, compute_scores,
-                           label=f"slice {i}: {s['train']}", remaining=len(config.slices) - i - 1,
-                           hashed=("scores/scores.json",))
+                           label=f"slice {i}: {s['train']}", hashed=("scores/scores.json",))
         scores_keys.append(key)
 
     rows = []
@@ -97,14 +103,10 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
         key, _ = _evaluate(store, model, model_id, None, evaluation, "dense")
         rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
                      "seed": None, "eval": key})
-    grid = [(seed, sparsity, method, i)
-            for seed in config.seeds for sparsity in config.sparsities
-            for method in config.methods
-            for i in (range(len(scores_keys)) if "scores" in _needs(method) else [None])]
-    for n, (seed, sparsity, method, slice_index) in enumerate(grid):
+    for seed, sparsity, method, slice_index in grid:
         alloc_key = _allocate(store, config, model, model_id, method, sparsity, seed,
                               scores_keys[slice_index] if slice_index is not None else None,
-                              calibration, remaining=len(grid) - n - 1)
+                              calibration)
         for pruner in config.pruners:
             eval_key = _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner,
                                            calibration, seed, evaluation,
@@ -159,8 +161,7 @@ def _calibration_windows(model: str, calibration: dict, seed: int):
                                calibration["nsamples"], calibration["seqlen"], seed)
 
 
-def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration,
-              remaining):
+def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration):
     from ..allocation.api import allocate_sparsity, load_scores
     from ..data.provenance import content_set
     from ..models import load_model, load_skeleton
@@ -189,7 +190,7 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
         return {"ratios": alloc.ratios, "global_sparsity": alloc.global_sparsity}
 
     key, _ = store.run("allocation", settings, compute, label=f"{method.name} {sparsity}"
-                       + (f" s{seed}" if "calibration" in needs else ""), remaining=remaining,
+                       + (f" s{seed}" if "calibration" in needs else ""),
                        hashed=("alloc.json",))
     return key
 
@@ -209,6 +210,8 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
     eval_settings = {"model": pruned_key, **evaluation}
     eval_cell = store.load("eval", cell_key("eval", eval_settings))
     if eval_cell is not None:
+        store.visited("pruned")
+        store.visited("eval")
         return cell_key("eval", eval_settings)
 
     def compute(folder):
