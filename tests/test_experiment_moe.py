@@ -75,6 +75,20 @@ def test_evaluations_keep_both_metrics_per_item(first_run):
         assert task["per_item"]["gen_acc"] == [int(h) for h in hits]
 
 
+def test_generative_prompts_are_cut_to_the_fine_tuning_length(first_run, tmp_path):
+    """An evaluation prompt keeps what training kept (smoke-moe trains at 96 tokens), unless
+    the config's evaluation.max_length says otherwise; either way the cell's key records it."""
+    from layerif.experiments.lora_moe import moe_settings
+
+    _, _, out, summary = first_run
+    for row in summary.rows:
+        cell = json.loads((out / "cells" / "eval" / row["eval"] / "cell.json").read_text())
+        assert cell["settings"]["max_length"] == 96
+    raw_eval = yaml.safe_load(SMOKE.read_text())["evaluation"]
+    changed = load_config(config_file(tmp_path, evaluation={**raw_eval, "max_length": 64}))
+    assert moe_settings(changed)[3]["max_length"] == 64
+
+
 def test_a_new_seed_trains_and_evaluates_only_its_own_adapters(first_run, tmp_path):
     _, _, out, _ = first_run
     summary = run_experiment(load_config(config_file(tmp_path, seeds=[0, 1])), out,
