@@ -114,6 +114,24 @@ def test_progress_lines_count_the_cells_left(tmp_path):
     assert lines[-1].endswith(" s")  # nothing left to visit: no estimate
 
 
+def test_perplexity_rows_carry_the_t_test_over_seeds():
+    """With several seeds, a perplexity row adds the paired t-test of the seeds'
+    log-perplexities against the best baseline (scipy's ttest_rel on the logs)."""
+    import numpy as np
+    from scipy.stats import ttest_rel
+
+    from layerif.experiments.report import Cell, table
+
+    windows = np.linspace(2.0, 3.0, 12)
+    seeds = {"base": [10.0, 12.0, 11.0], "new": [13.0, 14.5, 15.0]}
+    cells = [Cell("uniform", True, np.zeros(0), [], {"t": windows}, {"t": seeds["base"]}),
+             Cell("layerif", False, np.zeros(0), [], {"t": windows + 0.1},
+                  {"t": seeds["new"]})]
+    row = next(line for line in table(cells, "x").splitlines() if line.startswith("| layerif"))
+    expected = ttest_rel(np.log(seeds["new"]), np.log(seeds["base"])).pvalue
+    assert f"t-test p = {expected:.3f}" in row and "+0.1000 [+0.1000, +0.1000]" in row
+
+
 def test_report_tables_and_csv(first_run, capsys):
     _, _, out, _ = first_run
     assert main(["experiment", "report", str(out)]) == 0

@@ -8,7 +8,8 @@ item; each scoring slice of a LayerIF method its own row), with
   interval and paired-bootstrap p-value; with several seeds, also the paired t-test over the
   seeds' means (as the paper's Table 9);
 - perplexity of each set, exp(mean NLL per token), with its interval over windows, and the
-  paired difference of log-perplexity to the best baseline (lowest perplexity) over windows.
+  paired difference of log-perplexity to the best baseline (lowest perplexity) over windows;
+  with several seeds, also the paired t-test over the seeds' log-perplexities.
 The best value is bold only when its interval excludes the runner-up.
 Both kinds end with the time per stage: the seconds each cell recorded, summed by kind.
 """
@@ -104,14 +105,16 @@ def _fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: in
     return f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
-def _t_test(a: list[float], b: list[float]) -> str:
+def _t_test(a: list[float], b: list[float], unit: str = "{:+.1f}", scale: float = 100) -> str:
+    """The paired t-test over seeds of the per-seed values a and b (the paper's Table 9);
+    empty with fewer than two seeds."""
     if len(a) < 2 or len(a) != len(b):
         return ""
     from scipy.stats import ttest_rel
 
     d = np.subtract(a, b)
     if np.allclose(d, d[0]):
-        return f", t-test: constant difference {d[0] * 100:+.1f}"
+        return f", t-test: constant difference {unit.format(d[0] * scale)}"
     return f", t-test p = {ttest_rel(a, b).pvalue:.3f}"
 
 
@@ -156,7 +159,9 @@ def table(cells: list[Cell], title: str) -> str:
             else:
                 d = paired_bootstrap(c.windows[s], base.windows[s])
                 row.append(f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
-                           f"p = {d.p_value:.3f}")
+                           f"p = {d.p_value:.3f}"
+                           + _t_test(np.log(c.seed_ppl[s]).tolist(),
+                                     np.log(base.seed_ppl[s]).tolist(), "{:+.4f}", 1))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
