@@ -139,3 +139,46 @@ def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch):
                               strict=True):
         assert torch.equal(p, q), n
     assert not (tmp_path / ".b.checkpoint").exists()
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    from layerif.training import epoch_batches
+
+    lengths = torch.randint(20, 400, (237,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def run(group, seed=0):
+        return epoch_batches(lengths, 4, torch.Generator().manual_seed(seed), group)
+
+    def padded(batches):  # tokens a batch padded to its longest row holds
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    plain, grouped = run(False), run(True)
+    for batches in (plain, grouped):
+        assert sorted(i for b in batches for i in b) == list(range(237))
+    # plain batches are the shuffle's consecutive chunks, as before the option existed
+    assert [i for b in plain for i in b] == torch.randperm(
+        237, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padded(grouped) < 0.8 * padded(plain)  # sorted within 200 examples at a time
+    assert sum(len(b) for b in grouped) == 237 and sorted(map(len, grouped))[1:] == [4] * 59
+    assert run(True) == grouped and run(True, seed=1) != grouped  # seeded
+
+
+def test_length_grouped_training_is_seeded_and_learns(tokenizer, tmp_path):
+    from layerif.data import Example
+    from layerif.moe.train import FinetuneArguments, finetune_moe
+
+    examples = [Example(str(i), prompt=t[: 6 + 6 * i], completion=" " + t[-12:])
+                for i, t in enumerate(TEXTS)]
+    args = FinetuneArguments(epochs=3, lr=1e-2, batch_size=2, group_by_length=True)
+    config = MoEConfig(experts=[2, 1], rank=2)
+
+    def run(out):
+        model = build_tiny_model("llama", len(tokenizer), layers=2)
+        return model, finetune_moe(model, tokenizer, config, examples, out, args,
+                                   progress=False)
+
+    (a, sa), (b, sb) = run(tmp_path / "a"), run(tmp_path / "b")
+    assert sa["history"] == sb["history"]
+    assert sa["history"][-1]["loss"] < sa["history"][0]["loss"]
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n

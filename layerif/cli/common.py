@@ -115,6 +115,9 @@ def add_training_args(p) -> None:
     p.add_argument("--max-length", type=int, default=256, help="token cutoff (default 256)")
     p.add_argument("--seed", type=int, default=0,
                    help="fixes the adapters' initial values, the data order and dropout")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batch examples of similar length together (less padding, as "
+                   "transformers' group_by_length)")
     add_device_dtype(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="adapter folder")
@@ -125,7 +128,7 @@ def training_arguments(args, balance_coef: float = 0.0):
 
     return FinetuneArguments(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                              max_length=args.max_length, balance_coef=balance_coef,
-                             seed=args.seed)
+                             seed=args.seed, group_by_length=args.group_by_length)
 
 
 def prepare_finetune(args, alloc: dict, alloc_path: str):

@@ -111,7 +111,8 @@ KEYS = {"name", "model", "scoring", "methods", "pruners", "sparsities", "seeds",
         "evaluation", "dense", "keep_models", "kind"}
 MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training", "lora", "seeds",
             "evaluation", "base", "keep_models", "kind"}
-TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance"}
+TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance",
+                 "group_by_length"}
 LORA_KEYS = {"rank", "alpha", "dropout", "top_k"}
 MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size", "max_length"}
 SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params"}
