@@ -2,11 +2,30 @@
 # Runs (or resumes) every required SmolLM2 config of issue 12 in turn, writes each report and
 # copies its tables, CSV, plots and report.html to experiments/results/NAME (what is committed).
 # Each config's cells live in runs/exp/NAME; a killed or interrupted run resumes where it
-# stopped. Usage: bash experiments/run-required.sh [NAME ...]   (default: all, in this order)
+# stopped. The cells' records and per-item results (not pruned weights or adapters, deleted
+# once evaluated) are kept in experiments/results/NAME/cells, so that a report can be rebuilt
+# from a checkout and a run resumes on another machine: they seed runs/exp/NAME/cells here.
+# Usage: bash experiments/run-required.sh [NAME ...]     (default: all, in this order)
+#        bash experiments/run-required.sh --save-cells NAME ...   (keep a running grid's cells)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
 export TOKENIZERS_PARALLELISM=false
+
+save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without weights
+  local src="runs/exp/$1/cells" dst="experiments/results/$1/cells"
+  [ -d "$src" ] || return 0
+  rm -rf "$dst.tmp" && mkdir -p "$dst.tmp"
+  tar -C "$src" --exclude='./*/*/model' --exclude='./*/*/adapter' --exclude='./*/.*.tmp' \
+      --exclude='./*/*/checkpoint*' -cf - . | tar -C "$dst.tmp" -xf -
+  rm -rf "$dst" && mv "$dst.tmp" "$dst"
+}
+
+if [ "${1:-}" = "--save-cells" ]; then
+  shift
+  for name in "$@"; do save_cells "$name"; done
+  exit 0
+fi
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   names=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
@@ -14,8 +33,13 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 for name in "${names[@]}"; do
   echo "== $name ($(date -u +%H:%M:%S))"
+  if [ -d "experiments/results/$name/cells" ]; then  # resume from the committed cells
+    mkdir -p "runs/exp/$name/cells"
+    cp -rn "experiments/results/$name/cells/." "runs/exp/$name/cells/"
+  fi
   .venv/bin/layerif experiment run "experiments/$name.yaml" --out "runs/exp/$name"
   .venv/bin/layerif experiment report "runs/exp/$name"
   rm -rf "experiments/results/$name" && mkdir -p "experiments/results/$name"
   cp -r "runs/exp/$name"/{tables.md,results.csv,report.html,plots} "experiments/results/$name/"
+  save_cells "$name"
 done
