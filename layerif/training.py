@@ -33,7 +33,7 @@ class FinetuneArguments:
     balance_coef: float = 0.001  # LoRA-MoE's load-balancing loss weight (unused by plain LoRA)
     seed: int = 0
     # batches of examples of similar length (transformers' `group_by_length`): less padding,
-    # e.g. 35% fewer tokens per epoch on SciQ with its support paragraphs at 384 tokens
+    # e.g. 34% fewer tokens per epoch on SciQ with its support paragraphs at 384 tokens
     group_by_length: bool = False
 
     def __post_init__(self) -> None:
