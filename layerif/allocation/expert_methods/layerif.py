@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ...options import option
 from ..experts import AllocationError, layerif_weights
+from ..profiles import layer_profile
 from .base import ExpertInputs, ExpertMethod, register
 
 
@@ -30,8 +31,6 @@ class LayerIF(ExpertMethod):
     Arguments = BetaArguments
 
     def weights(self, inputs: ExpertInputs):
-        from ..api import layer_profile
-
         weights, priority = layerif_weights(layer_profile(inputs.scores, use_abs=False),
                                             self.args.beta)
         return weights, priority, {"beta": self.args.beta, "scores": inputs.scores["_path"],

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...options import option
 from ..experts import AllocationError, refuse_flat
+from ..profiles import layer_profile
 from ..sparsity import mapped_sparsity, minmax, smooth
 from .base import SparsityInputs, SparsityMethod, register
 
@@ -50,8 +51,6 @@ class LayerIF(SparsityMethod):
     Arguments = LayerIFArguments
 
     def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
-        from ..api import layer_profile
-
         scores = inputs.scores
         ratios = layerif_sparsity(layer_profile(scores, use_abs=True), sparsity, inputs.params,
                                   self.args.epsilon, use_smoothing=self.args.smooth)

@@ -1,0 +1,101 @@
+"""The Table-2 shaped rendering both experiment reports share (report.py for pruning grids,
+moe_report.py for LoRA-MoE grids): a row per method with its mean and bootstrap 95% interval,
+the paired difference to the best baseline with its interval and p-value, and, with several
+seeds, the paired t-test over the seeds' means.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..evaluation.paired import bootstrap_interval, paired_bootstrap
+
+
+@dataclass
+class Cell:
+    """One method under one pruner and sparsity: per-item correctness and per-window NLL per
+    token, each averaged over seeds, and the per-seed means."""
+
+    label: str
+    baseline: bool
+    items: np.ndarray  # (n_items,) accuracy, mean over seeds
+    seed_means: list[float]
+    windows: dict[str, np.ndarray]  # ppl source -> per-window NLL per token, mean over seeds
+    seed_ppl: dict[str, list[float]]
+
+
+def _fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: int = 1) -> str:
+    return f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def _t_test(a: list[float], b: list[float], unit: str = "{:+.1f}", scale: float = 100) -> str:
+    """The paired t-test over seeds of the per-seed values a and b (the paper's Table 9);
+    empty with fewer than two seeds."""
+    if len(a) < 2 or len(a) != len(b):
+        return ""
+    from scipy.stats import ttest_rel
+
+    d = np.subtract(a, b)
+    if np.allclose(d, d[0]):
+        return f", t-test: constant difference {unit.format(d[0] * scale)}"
+    return f", t-test p = {ttest_rel(a, b).pvalue:.3f}"
+
+
+def table(cells: list[Cell], title: str) -> str:
+    """One Table-2 shaped markdown table (see the module docstring)."""
+    has_acc = any(c.items.size for c in cells)
+    sources = list(cells[0].windows) if cells else []
+    header = ["method"]
+    if has_acc:
+        header += ["mean acc % [95% CI]", "vs best baseline: diff [95% CI], p"]
+    for s in sources:
+        header += [f"ppl {s} [95% CI]", "vs best baseline: log-ppl diff [95% CI], p"]
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    acc = {c.label: bootstrap_interval(c.items) for c in cells if c.items.size}
+    ppl = {s: {c.label: bootstrap_interval(c.windows[s]) for c in cells} for s in sources}
+    baselines = [c for c in cells if c.baseline]
+    best_acc = max(baselines, key=lambda c: acc[c.label].mean) if has_acc and baselines else None
+    best_ppl = {s: min(baselines, key=lambda c: ppl[s][c.label].mean) for s in sources} \
+        if baselines else {}
+    bold_acc = _bold(acc, higher=True) if has_acc else None
+    bold_ppl = {s: _bold(ppl[s], higher=False) for s in sources}
+    for c in cells:
+        row = [c.label]
+        if has_acc:
+            iv = acc[c.label]
+            cell = _fmt_ci(iv.mean, iv.low, iv.high)
+            row.append(f"**{cell}**" if c.label == bold_acc else cell)
+            if best_acc is None or c is best_acc:
+                row.append("(best baseline)" if c is best_acc else "-")
+            else:
+                d = paired_bootstrap(c.items, best_acc.items)
+                row.append(f"{_fmt_ci(d.difference, d.low, d.high)}, p = {d.p_value:.3f}"
+                           + _t_test(c.seed_means, best_acc.seed_means))
+        for s in sources:
+            iv = ppl[s][c.label]
+            cell = f"{math.exp(iv.mean):.2f} [{math.exp(iv.low):.2f}, {math.exp(iv.high):.2f}]"
+            row.append(f"**{cell}**" if c.label == bold_ppl[s] else cell)
+            base = best_ppl.get(s)
+            if base is None or c is base:
+                row.append("(best baseline)" if c is base else "-")
+            else:
+                d = paired_bootstrap(c.windows[s], base.windows[s])
+                row.append(f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
+                           f"p = {d.p_value:.3f}"
+                           + _t_test(np.log(c.seed_ppl[s]).tolist(),
+                                     np.log(base.seed_ppl[s]).tolist(), "{:+.4f}", 1))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _bold(intervals: dict, higher: bool) -> str | None:
+    """The best label when its interval excludes the runner-up's value, else None."""
+    if len(intervals) < 2:
+        return None
+    ranked = sorted(intervals.items(), key=lambda kv: kv[1].mean, reverse=higher)
+    (best, iv), (_, runner) = ranked[0], ranked[1]
+    return best if not iv.low <= runner.mean <= iv.high else None
