@@ -35,8 +35,8 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 2):
         return tf.LlamaConfig(**common)
     if arch == "mistral":
         return tf.MistralConfig(**common, sliding_window=None)
-    if arch == "qwen2":
-        return tf.Qwen2Config(**common)
+    if arch == "qwen2":  # Qwen2.5's shape: q/k/v biases, grouped-query attention, untied head
+        return tf.Qwen2Config(**{**common, "tie_word_embeddings": False})
     if arch == "gemma":
         return tf.GemmaConfig(**common, head_dim=8)
     if arch == "gemma3":

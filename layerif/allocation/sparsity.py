@@ -89,3 +89,25 @@ def mapped_sparsity(
         raise AllocationError("scores must be finite.")
     phi = (1 - epsilon) + 2 * epsilon * minmax(x)
     return scale_to_target(phi, sparsity, params, max_ratio)
+
+
+def relative_importance_sparsity(unimportance: Sequence[float], sparsity: float,
+                                 params: Sequence[float], spread: float, what: str
+                                 ) -> np.ndarray:
+    """The mapping DLP and LSA share: relative importance I_l = 1 - U_l / sum U, min-max scaled
+    to D_l in [0, 2 spread], and s_l = s - (D_l - mean_P(D)) (mean_P parameter-weighted, so
+    sum_l P_l s_l = s sum_l P_l exactly; the references subtract the plain mean, the same when
+    blocks are equally large). Higher unimportance U -> pruned more. `what` names the method and
+    its spread flag in errors, e.g. "DLP (--dlp-alpha)"."""
+    check_target(sparsity, 0.99)
+    U = np.asarray(unimportance, dtype=np.float64)
+    P = np.asarray(params, dtype=np.float64)
+    if U.shape != P.shape or not np.isfinite(U).all() or (U <= 0).any():
+        raise AllocationError(f"{what.split()[0]} needs one finite, positive unimportance per "
+                              "block.")
+    D = minmax(1 - U / U.sum()) * 2 * spread
+    ratios = sparsity - (D - (P * D).sum() / P.sum())
+    if (ratios < 0).any() or (ratios >= 1).any():
+        raise AllocationError(f"{what.split()[0]} ratios leave [0, 1) for sparsity {sparsity} "
+                              f"and spread {spread}; lower {what.split()[-1].strip('()')}.")
+    return ratios

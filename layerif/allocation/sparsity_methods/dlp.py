@@ -19,7 +19,7 @@ import numpy as np
 
 from ...options import option
 from ..experts import AllocationError
-from ..sparsity import check_target, minmax
+from ..sparsity import relative_importance_sparsity
 from .base import SparsityInputs, SparsityMethod, register
 from .wanda_scores import block_wanda_statistic
 
@@ -51,17 +51,8 @@ def default_alpha(sparsity: float) -> float:
 def dlp_sparsity(unimportance: Sequence[float], sparsity: float, params: Sequence[float],
                  alpha: float) -> np.ndarray:
     """DLP's ratios from the per-block unimportance U_l (> 0); higher U -> pruned more."""
-    check_target(sparsity, 0.99)
-    U = np.asarray(unimportance, dtype=np.float64)
-    P = np.asarray(params, dtype=np.float64)
-    if U.shape != P.shape or not np.isfinite(U).all() or (U <= 0).any():
-        raise AllocationError("DLP needs one finite, positive unimportance per block.")
-    D = minmax(1 - U / U.sum()) * 2 * alpha
-    ratios = sparsity - (D - (P * D).sum() / P.sum())
-    if (ratios < 0).any() or (ratios >= 1).any():
-        raise AllocationError(f"DLP ratios leave [0, 1) for sparsity {sparsity} and alpha "
-                              f"{alpha}; lower --dlp-alpha.")
-    return ratios
+    return relative_importance_sparsity(unimportance, sparsity, params, alpha,
+                                        "DLP (--dlp-alpha)")
 
 
 @register
