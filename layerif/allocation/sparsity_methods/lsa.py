@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ...options import option
 from ...pruning.calibration import capture_block_inputs, run_blocks
@@ -114,14 +115,18 @@ def block_reconstruction_errors(model: nn.Module, samples: Sequence[torch.Tensor
     inputs from the dense model run block by block."""
     captured = capture_block_inputs(model, samples)
     values = []
+    bar = tqdm(total=len(captured.calls), desc="LSA reconstruction errors", unit="block",
+               leave=False)
 
     def on_block(_i, spec, _module, forward_all):
         stats = InputStatistics.collect(spec.matrices, forward_all, need_hessian=True)
         errors = [reconstruction_error(oriented_weight(m), stats.hessian(m.name), probe,
                                        group)[0] for m in spec.matrices]
         values.append(float(np.mean(errors)))
+        bar.update()
 
     run_blocks(model, captured, on_block)
+    bar.close()
     return np.array(values, dtype=np.float64)
 
 
