@@ -96,3 +96,52 @@ def test_model_folder_prints_the_folder_a_model_loads_from(tiny_model_dir, capsy
     assert capsys.readouterr().out.strip() == str(Path(folder).resolve())
     assert main(["model-folder", "someone/some-model"]) == 2
     assert "hub id" in capsys.readouterr().err
+
+
+def _fake_parts(root, names, chunks, version="1.0"):
+    """Installed-looking part packages: NAME/data/partNN.bin and a dist-info with VERSION."""
+    for i, (name, chunk) in enumerate(zip(names, chunks, strict=True), start=1):
+        (root / name / "data").mkdir(parents=True)
+        (root / name / "__init__.py").write_text("")
+        (root / name / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        info = root / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\n"
+                                       f"Version: {version}\n")
+
+
+def test_builtin_parts_are_assembled_and_checked_by_digest(tmp_path, monkeypatch):
+    import hashlib
+    import importlib
+
+    from layerif.models import BUILTIN_MODELS, BuiltinModel, builtin_gguf_path
+
+    site = tmp_path / "site"
+    chunks = [b"GGUF" + bytes(range(200)), bytes(range(100, 250)) * 3]
+    _fake_parts(site, ["lfakepart1", "lfakepart2"], chunks)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("LAYERIF_CACHE", str(tmp_path / "cache"))
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    spec = BuiltinModel("lfakepart1", "fake.gguf", "a test", parts=("lfakepart1", "lfakepart2"),
+                        version="1.0", sha256=digest)
+    monkeypatch.setitem(BUILTIN_MODELS, "fake", spec)
+    path = builtin_gguf_path("fake")
+    assert path.read_bytes() == b"".join(chunks)
+    assert builtin_gguf_path("fake") == path  # the second call reuses the checked file
+    # another digest: refused, naming the install command, and nothing is left behind
+    monkeypatch.setitem(BUILTIN_MODELS, "fake", BuiltinModel(
+        "lfakepart1", "other.gguf", "a test", parts=spec.parts, version="1.0", sha256="0" * 64))
+    with pytest.raises(ModelError, match="assemble to a file with SHA-256 .* reinstall"):
+        builtin_gguf_path("fake")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fake.gguf", "fake.sha256"]
+    # a wrong version, and a missing part
+    monkeypatch.setitem(BUILTIN_MODELS, "fake", BuiltinModel(
+        "lfakepart1", "fake.gguf", "a test", parts=spec.parts, version="2.0", sha256=digest))
+    with pytest.raises(ModelError, match=r"part 1 of 2 \(lfakepart1\) is version 1.0, not 2.0"):
+        builtin_gguf_path("fake")
+    monkeypatch.setitem(BUILTIN_MODELS, "fake", BuiltinModel(
+        "lfakepart1", "fake.gguf", "a test", parts=(*spec.parts, "lfakepart3"), version="1.0",
+        sha256=digest))
+    with pytest.raises(ModelError, match=r"part 3 of 3 \(lfakepart3\) is not installed; run"):
+        builtin_gguf_path("fake")

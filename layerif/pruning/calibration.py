@@ -106,7 +106,8 @@ def run_blocks(
     on_block(i, block, module, forward_all) runs before block i's outputs are computed; it may
     call forward_all() (one pass of all samples through the block, e.g. to collect statistics
     with hooks) and then change the block's weights. The outputs that feed block i + 1 are
-    computed afterwards, from the changed block.
+    computed afterwards, from the changed block; an on_block that leaves the weights alone may
+    return the outputs of its own forward_all() instead, which saves that second pass.
     """
     specs = discover_blocks(model)
     modules = [model.get_submodule(b.path) for b in specs]
@@ -124,8 +125,7 @@ def run_blocks(
                 outs.append(block_output(out).to(h.device))
             return outs
 
-        if on_block is not None:
-            on_block(i, spec, module, forward_all)
-        hidden = forward_all()
+        unchanged = on_block(i, spec, module, forward_all) if on_block is not None else None
+        hidden = unchanged if unchanged is not None else forward_all()
         module.to(home)
     return hidden

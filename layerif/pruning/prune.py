@@ -47,14 +47,21 @@ class InputStatistics:
     @classmethod
     def collect(cls, matrices: Sequence[Matrix], forward_all, need_hessian: bool = False):
         """Statistics of `matrices`' inputs over one `forward_all()` pass of their block."""
+        return cls.collect_with_outputs(matrices, forward_all, need_hessian)[0]
+
+    @classmethod
+    def collect_with_outputs(cls, matrices: Sequence[Matrix], forward_all,
+                             need_hessian: bool = False):
+        """(the statistics, the block's outputs of that pass): a caller that does not change the
+        weights hands the outputs back to `run_blocks` instead of a second pass."""
         stats = cls(need_hessian=need_hessian)
         handles = stats.hooks(matrices)
         try:
-            forward_all()
+            outputs = forward_all()
         finally:
             for h in handles:
                 h.remove()
-        return stats
+        return stats, outputs
 
     def hessian(self, name: str) -> torch.Tensor:
         return 2 * self.hessians[name] / self.tokens[name]

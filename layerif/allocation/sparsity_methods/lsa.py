@@ -119,11 +119,13 @@ def block_reconstruction_errors(model: nn.Module, samples: Sequence[torch.Tensor
                leave=False)
 
     def on_block(_i, spec, _module, forward_all):
-        stats = InputStatistics.collect(spec.matrices, forward_all, need_hessian=True)
+        stats, outputs = InputStatistics.collect_with_outputs(spec.matrices, forward_all,
+                                                              need_hessian=True)
         errors = [reconstruction_error(oriented_weight(m), stats.hessian(m.name), probe,
                                        group)[0] for m in spec.matrices]
         values.append(float(np.mean(errors)))
         bar.update()
+        return outputs  # the weights are unchanged: no second pass
 
     run_blocks(model, captured, on_block)
     bar.close()

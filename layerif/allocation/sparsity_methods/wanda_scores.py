@@ -22,12 +22,13 @@ def block_wanda_statistic(model: nn.Module, samples: Sequence[torch.Tensor],
     values = []
 
     def on_block(_i, spec, _module, forward_all):
-        stats = InputStatistics.collect(spec.matrices, forward_all)
+        stats, outputs = InputStatistics.collect_with_outputs(spec.matrices, forward_all)
         scores = torch.cat([
             (oriented_weight(mat).abs().float() * stats.sq_norms[mat.name].sqrt()[None]).flatten()
             for mat in spec.matrices
         ])
         values.append(float(statistic(scores)))
+        return outputs  # the weights are unchanged: no second pass
 
     run_blocks(model, captured, on_block)
     return np.array(values, dtype=np.float64)
