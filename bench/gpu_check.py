@@ -352,7 +352,8 @@ def step_score(step: Step, cfg: dict) -> str:
         synchronize(cfg["device"])
         start = time.perf_counter()
         result = score_layers(model, f"{TRAIN_TASK}:validation[0:{n}]", val,
-                              **{**base, "params": kwargs.get("params", "all")}, batch_size=kwargs.get("batch", cfg["batch"]), mode=mode,
+                              **{**base, "params": kwargs.get("params", "all")},
+                              batch_size=kwargs.get("batch", cfg["batch"]), mode=mode,
                               progress=False, bootstrap=10)
         synchronize(cfg["device"])
         wall = time.perf_counter() - start
