@@ -185,7 +185,7 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
                  str(out), "--quiet"]) == 0
     assert "computed nothing new (all cells stored)" in capsys.readouterr().out
     tables = (out / "tables.md").read_text()
-    for label in ("dense", "uniform", "dlp", "atp", "layerif-helpful"):
+    for label in ("dense", "uniform", "dlp", "lsa", "atp", "layerif-helpful"):
         assert f"| {label} |" in tables, label
 
 
