@@ -195,15 +195,12 @@ def pass_bytes(shapes: Shapes, batch: int, tokens: int, logit_positions: int, dt
 
 def statistics_bytes(matrices: Sequence, batch: int, tokens: int) -> int:
     """The largest one matrix's per-example statistics need at a time (the engine hands one
-    matrix at a time to the estimator): its output gradients D, and the larger of the two Gram
-    matrices of the factored norm and the dense per-example gradients (DataInf's second visit
-    makes each batch dense, engine.GradientSource.dots_and_weighted_sum), with their product's
-    temporary."""
+    matrix at a time to the estimator): its output gradients D, and either the two Gram
+    matrices of the factored norm or the dense per-example gradients when those are smaller."""
     worst = 0
     for m in matrices:
         factored = tokens * (m.d_in + m.d_out) < m.d_in * m.d_out
-        stats = max(2 * batch * tokens * tokens if factored else 0,
-                    2 * batch * m.d_in * m.d_out)
+        stats = 2 * batch * tokens * tokens if factored else 2 * batch * m.d_in * m.d_out
         worst = max(worst, (batch * tokens * m.d_out + stats) * 4)
     return worst
 

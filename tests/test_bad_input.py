@@ -170,15 +170,15 @@ def test_interrupted_run_says_what_it_kept_and_resumes(tiny_model_dir, files, tm
     from layerif.influence.engine import GradientSource
 
     out = tmp_path / "x"
-    real = GradientSource.dots_and_weighted_sum
+    real = GradientSource.weighted_sum
 
-    def ctrl_c(self, vectors, weights_of, desc):
+    def ctrl_c(self, weights, desc):
         if desc.startswith("2/3"):
             raise KeyboardInterrupt
-        return real(self, vectors, weights_of, desc)
+        return real(self, weights, desc)
 
     with monkeypatch.context() as m:
-        m.setattr(GradientSource, "dots_and_weighted_sum", ctrl_c)
+        m.setattr(GradientSource, "weighted_sum", ctrl_c)
         assert run(*score_args(tiny_model_dir("llama"), files, out, "--mode", "streaming")) \
             == 130
     err = capsys.readouterr().err
@@ -186,7 +186,7 @@ def test_interrupted_run_says_what_it_kept_and_resumes(tiny_model_dir, files, tm
     assert kept.is_dir() and not out.exists()
     assert f"finished steps are kept in {kept}" in err and f"rm -r {kept}" in err
     assert run(*score_args(tiny_model_dir("llama"), files, out, "--mode", "streaming")) == 0
-    assert (f"resumed from {kept}: val_mean_gradient, norms were already done"
+    assert (f"resumed from {kept}: val_mean_gradient, dots_and_norms were already done"
             in capsys.readouterr().out)
     assert not kept.exists()
 

@@ -90,13 +90,13 @@ def test_two_processes_equal_one_for_every_estimator_and_mode(model, tmp_path):
 
 def test_a_killed_rank_resumes_with_the_others(model, tmp_path):
     case = CASES[1]  # datainf streaming: four steps
-    codes = launch(model, tmp_path, [case], extra=("--die-after", "norms"))
+    codes = launch(model, tmp_path, [case], extra=("--die-after", "dots_and_norms"))
     assert codes[1] == 3 and codes[0] != 0  # rank 1 died; rank 0 could not go on without it
     kept = sorted(p.name for p in (tmp_path / f"{case['name']}.resume").glob("rank-1/*.pt"))
-    assert kept == ["norms.pt", "val_mean_gradient.pt"]
+    assert kept == ["dots_and_norms.pt", "val_mean_gradient.pt"]
     assert launch(model, tmp_path, [case]) == [0, 0]
     resumed = json.loads((tmp_path / case["name"] / "resumed.json").read_text())
-    assert resumed == ["val_mean_gradient", "norms"]
+    assert resumed == ["val_mean_gradient", "dots_and_norms"]
     assert_equal_to_fp32_sums(np.load(tmp_path / case["name"] / "influence.npy"),
                               single(model, case))
 

@@ -27,24 +27,24 @@ def test_killed_run_resumes_after_finished_steps(tmp_path, tiny_models, tokenize
                         lambda self, b, cb, desc: (passes.append(desc), real_run(self, b, cb,
                                                                                  desc))[1])
 
-    real_second_visit = GradientSource.dots_and_weighted_sum
+    real_weighted_sum = GradientSource.weighted_sum
 
-    def die_in_step_3(self, vectors, weights_of, desc):
-        if desc.startswith("2/3"):  # DataInf's third step: dots with v and the weighted sum
+    def die_in_step_3(self, weights, desc):
+        if desc.startswith("2/3"):  # DataInf's third step: the weighted sum over training
             raise Killed
-        return real_second_visit(self, vectors, weights_of, desc)
+        return real_weighted_sum(self, weights, desc)
 
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as m:
-        m.setattr(GradientSource, "dots_and_weighted_sum", die_in_step_3)
+        m.setattr(GradientSource, "weighted_sum", die_in_step_3)
         with pytest.raises(Killed):
             layerif.score_layers(model, TRAIN, VAL, checkpoint_dir=ckpt, **kw)
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "fingerprint.json", "norms.pt", "val_mean_gradient.pt"]
+        "dots_and_norms.pt", "fingerprint.json", "val_mean_gradient.pt"]
 
     passes.clear()
     resumed = layerif.score_layers(model, TRAIN, VAL, checkpoint_dir=ckpt, **kw)
-    assert len(passes) == 2  # only the second and the third visit were recomputed
+    assert len(passes) == 2  # only the weighted sum and the dots with u were recomputed
     assert resumed.influence.tobytes() == reference.tobytes()
     assert not ckpt.exists()  # removed once the run completed
 

@@ -221,7 +221,8 @@ def allocate_sparsity(
         raise AllocationError(f"method {method} needs calibration samples.")
     P = prunable_params(model)
     ratios, params = chosen.ratios(sparsity, SparsityInputs(
-        model, blocks, P, scores if "scores" in chosen.needs else None, calibration))
+        model, blocks, P, scores if "scores" in chosen.needs else None, calibration,
+        fingerprint))
     Pa = np.asarray(P, dtype=np.float64)
     inherited, sets = _scores_lineage(scores if "scores" in chosen.needs else None)
     if calibration_set and "calibration" in chosen.needs:

@@ -29,13 +29,14 @@ from . import (
     model_folder,
     prune,
     score,
+    sensitivity,
     tasks,
 )
 from .common import Interrupted, Parser
 
 # In the order `layerif --help` lists them.
-SUBCOMMANDS = (score, demo, tasks, model_folder, allocate, prune, evaluate, export_recipe,
-               finetune_moe, finetune_lora, experiment)
+SUBCOMMANDS = (score, demo, tasks, model_folder, allocate, prune, sensitivity, evaluate,
+               export_recipe, finetune_moe, finetune_lora, experiment)
 COMMANDS = {m.NAME: m.run for m in SUBCOMMANDS}
 
 

@@ -5,11 +5,9 @@
     r_m      = (v_m - (1/n) sum_i c_im g_im) / lambda_m          ~ H_m^-1 v_m
     IF_m(k)  = -g_km . r_m = -(g_km . v_m - (1/n) g_km . u_m) / lambda_m,  u_m = sum_i c_im g_im
 
-Three visits of the training gradients: (norms, hence lambda) -> (dots with v, hence c, and the
-sum u, from one dense form of each batch's gradients) -> (dots with u). Taking the norms first
-lets the second visit read g . v and accumulate c g from the same dense gradients, one GEMM's
-worth of work per example where dots-then-sum takes two. With a streaming source that is
-1 validation + 3 training passes in memory independent of n; with a cached source 1 + 1 passes.
+Three visits of the training gradients: (dots with v, norms) -> (accumulate u) -> (dots with u).
+With a streaming source that is 1 validation + 3 training passes in memory independent of n; with
+a cached source it is 1 + 1 passes.
 """
 
 from __future__ import annotations
@@ -25,25 +23,23 @@ class DataInf(Estimator):
     train_visits = 3
 
     def state_bytes(self, matrices, n_train) -> dict[str, int]:
-        # v_m and u_m are alive together during the second visit
+        # v_m and u_m are alive together during the weighted sum
         return {"v_m and u_m (fp32)": 2 * 4 * sum(m.numel for m in matrices)}
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
-        sq_norms = self.steps("norms", lambda: train.per_example(
-            lambda m, g: g.sq_norm(), "1/3 norms"))
+        stats = self.steps("dots_and_norms", lambda: train.per_example(
+            lambda m, g: torch.stack([g.dot(v[m.name]), g.sq_norm()], dim=1),
+            "1/3 dots and norms",
+        ))
+        dots = {name: s[:, 0] for name, s in stats.items()}
+        sq_norms = {name: s[:, 1] for name, s in stats.items()}
         zero = self.zero_gradient(matrices, sq_norms)
         lambdas = self.lambdas(matrices, sq_norms, zero)
-
-        def c_of(matrix, dots: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-            # A zero-gradient matrix (lambda 0) adds nothing to u and its influence is exactly 0.
-            if matrix.name in zero:
-                return torch.zeros_like(dots)
-            norms = sq_norms[matrix.name][indices.to(sq_norms[matrix.name].device)]
-            return dots / (lambdas[matrix.name] + norms.to(dots.device))
-
-        dots, u = self.steps("dots_and_weighted_sum", lambda: train.dots_and_weighted_sum(
-            v, c_of, "2/3 dots with v, weighted sum"))
+        # A zero-gradient matrix (lambda 0) adds nothing to u and its influence is exactly 0.
+        c = {m.name: torch.zeros_like(dots[m.name]) if m.name in zero else
+             dots[m.name] / (lambdas[m.name] + sq_norms[m.name]) for m in matrices}
+        u = self.steps("weighted_sum", lambda: train.weighted_sum(c, "2/3 weighted sum"))
         v.clear()  # free n_matrices x d_m floats before the last visit
         gu = self.steps("dots_with_u", lambda: train.per_example(
             lambda m, g: g.dot(u[m.name]), "3/3 dots with u"))

@@ -98,13 +98,6 @@ class ExampleGradients:
         Dc = (self.D * c[:, None, None]).flatten(0, 1)
         return Dc.T @ self.A.flatten(0, 1)
 
-    def materialized(self) -> ExampleGradients:
-        """These gradients in dense form, as a new object: B x d_out x d_in floats that live only
-        as long as the caller keeps them (a cached entry is never made dense in place)."""
-        if self.A is None or self._has_dense():
-            return self
-        return ExampleGradients(G=torch.bmm(self.D.transpose(1, 2), self.A))
-
     def compact(self) -> ExampleGradients:
         """The smaller representation to keep in a cache: the factors, or G."""
         if self.A is None or self._factors_cheaper():
@@ -284,37 +277,6 @@ class GradientSource:
 
         self.for_each(accumulate, desc)
         return self._sum_over_ranks(out)
-
-    def dots_and_weighted_sum(
-        self,
-        vectors: dict[str, torch.Tensor],
-        weights_of: Callable[[Matrix, torch.Tensor, torch.Tensor], torch.Tensor],
-        desc: str,
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One visit giving ({name: (n,) g_i . vectors[name]}, {name: sum_i w_i g_i}), where a
-        batch's weights w = weights_of(matrix, its dots (B,), its example indices) may depend on
-        its dots. Each batch's per-example gradients are made dense once and both products are
-        read from them: one GEMM's worth of work where the factored forms take two (DataInf's
-        c_i needs g_i . v before g_i is summed; 35% less time for the pair on SmolLM2's
-        shapes on the CPU). The dense form is transient: B x d_out x d_in floats for one matrix
-        at a time (memory.statistics_bytes)."""
-        dots: dict[str, torch.Tensor] = {}
-        sums: dict[str, torch.Tensor] = {}
-
-        def visit(matrix: Matrix, grads: ExampleGradients, indices: torch.Tensor) -> None:
-            dense = grads.materialized()
-            d = dense.dot(vectors[matrix.name])
-            if matrix.name not in dots:
-                dots[matrix.name] = d.new_zeros(self.n)
-            dots[matrix.name][indices] = d
-            part = dense.weighted_sum(weights_of(matrix, d, indices).to(d.device))
-            if matrix.name in sums:
-                sums[matrix.name] += part
-            else:
-                sums[matrix.name] = part
-
-        self.for_each(visit, desc)
-        return self._sum_over_ranks(dots), self._sum_over_ranks(sums)
 
     def mean_gradient(self, desc: str) -> dict[str, torch.Tensor]:
         """{matrix name: (1/n) sum_i g_i}."""

@@ -95,6 +95,20 @@ def block_output(out) -> torch.Tensor:
 
 
 @torch.no_grad()
+def forward_block(module: nn.Module, captured: CapturedInputs, i: int,
+                  inputs: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Block i's outputs for every sample: `inputs` (one hidden state per sample, on its own
+    device) with the other arguments the block received for that sample; each output goes back
+    to its input's device."""
+    outs = []
+    for s, h in enumerate(inputs):
+        args, kwargs = captured.calls[i][s]
+        out = module(h.to(device), *_to(args, device), **_to(kwargs, device))
+        outs.append(block_output(out).to(h.device))
+    return outs
+
+
+@torch.no_grad()
 def run_blocks(
     model: nn.Module,
     captured: CapturedInputs,
@@ -118,12 +132,7 @@ def run_blocks(
         module.to(device)
 
         def forward_all(i=i, module=module, inputs=hidden) -> list[torch.Tensor]:
-            outs = []
-            for s, h in enumerate(inputs):
-                args, kwargs = captured.calls[i][s]
-                out = module(h.to(device), *_to(args, device), **_to(kwargs, device))
-                outs.append(block_output(out).to(h.device))
-            return outs
+            return forward_block(module, captured, i, inputs, device)
 
         unchanged = on_block(i, spec, module, forward_all) if on_block is not None else None
         hidden = unchanged if unchanged is not None else forward_all()

@@ -62,6 +62,32 @@ def plot_expert_allocations(
     return save_figure(fig, path)
 
 
+def plot_sensitivity(layers: Sequence[int], levels: Sequence[float], delta: np.ndarray,
+                     path: str | Path, title: str = "measured sensitivity") -> Path:
+    """Heat map of D_l(s) (rows: pruning levels, columns: layers), log-scaled colours where
+    every value is positive, each cell's value printed when there are few of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    delta = np.asarray(delta, dtype=float)  # (L, K)
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(layers) + 2), 0.5 * len(levels) + 1.8),
+                           dpi=120)
+    positive = (delta > 0).all()
+    image = ax.imshow(delta.T, aspect="auto", origin="lower", cmap="magma_r",
+                      norm=LogNorm() if positive else None)
+    ax.set_xticks(range(len(layers)), [str(x) for x in layers], fontsize=7)
+    ax.set_yticks(range(len(levels)), [f"{s:.0%}" for s in levels])
+    ax.set_xlabel("layer (decoder block) pruned alone")
+    ax.set_ylabel("its sparsity")
+    fig.colorbar(image, ax=ax, label="NLL increase (nats per token)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Write a PNG atomically (io's temp file + rename) and close the figure."""
     import matplotlib.pyplot as plt

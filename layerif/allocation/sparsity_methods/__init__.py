@@ -1,7 +1,7 @@
 """Sparsity allocation methods, one file each, registered by name (base.py)."""
 
 # Importing the method modules registers them.
-from . import alphapruning, atp, dlp, layerif, lsa, owl, uniform  # noqa: F401
+from . import alphapruning, atp, dlp, layerif, lsa, owl, sensitivity, uniform  # noqa: F401
 from .base import (
     NEEDS,
     SPARSITY_METHODS,

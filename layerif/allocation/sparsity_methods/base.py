@@ -32,13 +32,15 @@ class SparsityInputs:
     """model: the causal LM (a skeleton from its config suffices unless the method needs
     "weights" or "calibration"); blocks: `models.discover_blocks(model)`; params: prunable
     parameters per block (P_l); scores: a loaded scores.json; calibration: token windows, each
-    a (1, T) tensor."""
+    a (1, T) tensor; fingerprint: the model's (fingerprint.py), for methods that read a file
+    measured on a model."""
 
     model: nn.Module
     blocks: list
     params: list[int]
     scores: dict | None = None
     calibration: Sequence[torch.Tensor] | None = None
+    fingerprint: dict | None = None
 
 
 class SparsityMethod(Component, ABC):

@@ -1,0 +1,128 @@
+"""Measured per-block sensitivity against a brute-force recomputation, the weights restored bit
+for bit, held windows that overlap the calibration refused, and the `sensitivity` allocation
+against an exhaustive search."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from layerif.allocation import AllocationError
+from layerif.allocation.sparsity_methods.sensitivity import additive_allocation
+from layerif.data.calibration import calibration_samples
+from layerif.models import discover_blocks
+from layerif.pruning.prune import InputStatistics, oriented_weight, prune_matrix
+from layerif.sensitivity import interpolate, measure_sensitivity, measured_increase
+from layerif.sensitivity.measure import dense_nll
+
+# --- the allocation ----------------------------------------------------------------------
+
+
+def _convex_curves(rng, L):
+    """D_l(s) = a_l s^p_l (+ a kink), convex and increasing, different per block."""
+    a = rng.uniform(0.2, 3.0, L)
+    p = rng.uniform(1.5, 4.0, L)
+    return [lambda s, a=a[i], p=p[i]: float(a * s ** p) for i in range(L)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_additive_allocation_equals_exhaustive_search(seed):
+    rng = np.random.default_rng(seed)
+    curves = _convex_curves(rng, 3)
+    step, cap, target = 0.1, 0.9, 0.5
+    ratios, predicted = additive_allocation(curves, target, [1, 1, 1], step=step, cap=cap)
+    grid = np.round(np.arange(0, 10) * step, 10)
+    best = min((sum(c(float(s)) for c, s in zip(curves, combo, strict=True)), combo)
+               for combo in itertools.product(grid, repeat=3)
+               if abs(sum(combo) - 3 * target) < 1e-9)
+    assert predicted == pytest.approx(best[0], abs=1e-12)
+    np.testing.assert_allclose(sorted(ratios), sorted(best[1]), atol=1e-12)
+    assert np.mean(ratios) == pytest.approx(target, abs=1e-12)
+
+
+def test_additive_allocation_keeps_the_target_for_unequal_blocks():
+    rng = np.random.default_rng(5)
+    curves = _convex_curves(rng, 6)
+    P = np.array([1.0, 2.0, 3.0, 1.5, 2.5, 4.0])
+    for target in (0.3, 0.55, 0.7):
+        ratios, _ = additive_allocation(curves, target, P, step=0.01)
+        assert (P * ratios).sum() / P.sum() == pytest.approx(target, abs=1e-12)
+        assert ((ratios >= 0) & (ratios <= 0.99)).all()
+
+
+def test_a_block_with_zero_sensitivity_gets_the_cap():
+    curves = [lambda s: 0.0, lambda s: 2.0 * s ** 2, lambda s: 1.0 * s ** 2]
+    ratios, predicted = additive_allocation(curves, 0.6, [1, 1, 1], step=0.01)
+    assert ratios[0] == pytest.approx(0.99)
+    assert ratios.mean() == pytest.approx(0.6, abs=1e-12)
+    # the rest splits the remaining 0.81 so that the marginal costs match: 4 s1 = 2 s2
+    assert ratios[2] == pytest.approx(2 * ratios[1], abs=0.011)
+    with pytest.raises(AllocationError, match="per-layer cap"):
+        additive_allocation(curves, 0.995, [1, 1, 1])
+
+
+def test_interpolation_through_zero_and_past_the_last_level():
+    levels, values = [0.5, 0.7], [0.1, 0.5]
+    assert interpolate(levels, values, 0.0) == 0.0
+    assert interpolate(levels, values, 0.25) == pytest.approx(0.05)
+    assert interpolate(levels, values, 0.6) == pytest.approx(0.3)
+    assert interpolate(levels, values, 0.8) == pytest.approx(0.7)  # slope 2 continues
+    assert interpolate(levels, [0.3, 0.2], 0.9) == pytest.approx(0.2)  # never below the last
+
+
+# --- the measurement ---------------------------------------------------------------------
+
+
+def _brute_force(model, l, s, pruner, calibration, held):
+    """Block l of a fresh copy pruned to s with statistics from hooks on the dense model's
+    ordinary forward over the calibration windows, then a full forward of every held window."""
+    blocks = discover_blocks(model)
+    matrices = blocks[l].matrices
+    stats = InputStatistics(need_hessian=pruner == "sparsegpt")
+    handles = stats.hooks(matrices)
+    with torch.no_grad():
+        for w in calibration:
+            model(w[None])
+    for h in handles:
+        h.remove()
+    pruned = copy.deepcopy(model)
+    for m, mp in zip(matrices, discover_blocks(pruned)[l].matrices, strict=True):
+        W = oriented_weight(mp)
+        W.copy_(prune_matrix(oriented_weight(m), s, pruner, stats, m.name))
+    return np.mean(dense_nll(pruned, held)) - np.mean(dense_nll(model, held))
+
+
+@pytest.mark.parametrize("pruner", ["wanda", "sparsegpt", "magnitude"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_measurement_equals_brute_force_and_restores_weights(pruner, arch, tokenizer, calib):
+    model = build_tiny_model(arch, len(tokenizer), layers=3).double().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calibration = calibration_samples(tokenizer, calib, 4, 24, 0)
+    held = calibration_samples(tokenizer, calib, 3, 32, 1)
+    levels = [0.3, 0.6]
+    result = measure_sensitivity(model, pruner, levels, calibration, held, progress=False)
+    assert result.delta.shape == (3, 2) and result.window_delta.shape == (3, 2, 3)
+    for l in range(3):
+        for k, s in enumerate(levels):
+            want = _brute_force(model, l, s, pruner, calibration, held)
+            assert result.delta[l, k] == pytest.approx(want, rel=1e-6, abs=1e-12), (l, s)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert (result.low <= result.delta + 1e-12).all()
+    assert (result.delta <= result.high + 1e-12).all()
+    assert np.ptp(result.delta) > 0
+
+
+def test_measured_increase_restores_weights(tokenizer, calib):
+    model = build_tiny_model("llama", len(tokenizer), layers=2).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calibration = calibration_samples(tokenizer, calib, 4, 24, 0)
+    held = calibration_samples(tokenizer, calib, 3, 32, 1)
+    dense = dense_nll(model, held)
+    increase = measured_increase(model, [0.5, 0.5], "wanda", calibration, held, dense)
+    assert increase > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
