@@ -123,6 +123,84 @@ def test_measured_increase_restores_weights(tokenizer, calib):
     calibration = calibration_samples(tokenizer, calib, 4, 24, 0)
     held = calibration_samples(tokenizer, calib, 3, 32, 1)
     dense = dense_nll(model, held)
-    increase = measured_increase(model, [0.5, 0.5], "wanda", calibration, held, dense)
-    assert increase > 0
+    increase = measured_increase(model, [0.3, 0.6], "wanda", calibration, held, dense)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    from layerif.pruning.prune import prune_model
+
+    pruned = copy.deepcopy(model)
+    prune_model(pruned, [0.3, 0.6], "wanda", calibration, progress=False)
+    want = np.mean(dense_nll(pruned, held)) - np.mean(dense)
+    assert increase == pytest.approx(want, rel=1e-9) and increase != 0
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def _held_file(tmp_path):
+    import json
+
+    from conftest import PAIRS
+
+    path = tmp_path / "held.jsonl"
+    texts = [f"{p} {c}. " * 6 for p, c in PAIRS]  # not the calibration texts
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def test_sensitivity_command_writes_resumes_and_feeds_an_allocation(tiny_model_dir, calib,
+                                                                   tmp_path, capsys):
+    import json
+
+    from layerif.cli import main
+
+    model = tiny_model_dir("llama")
+    held = _held_file(tmp_path)
+    out = tmp_path / "sens"
+    common = ["sensitivity", "--model", str(model), "--pruner", "wanda", "--levels", "0.5,0.7",
+              "--calibration", str(calib), "--nsamples", "4", "--seqlen", "32", "--held",
+              str(held), "--held-windows", "3", "--device", "cpu", "--quiet"]
+    alloc = tmp_path / "u.json"
+    assert main(["allocate", "sparsity", "--method", "uniform", "--sparsity", "0.6", "--model",
+                 str(model), "--out", str(alloc)]) == 0
+    assert main([*common, "--check", str(alloc), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "sensitivity.json").read_text())
+    assert (out / "sensitivity.png").stat().st_size > 0
+    assert record["levels"] == [0.5, 0.7] and len(record["delta"]) == 2
+    assert record["held"] == {"source": str(held), "windows": 3, "seqlen": 32}
+    assert {s["role"] for s in record["provenance"]} == {"held (sensitivity)", "calibration"}
+    (check,) = record["additivity"]
+    assert check["name"] == "u" and check["predicted"] == pytest.approx(
+        sum(interpolate(record["levels"], row, 0.6) for row in record["delta"]))
+    assert "additivity, u: predicted" in printed and "s=0.50" in printed
+    assert not (tmp_path / ".sens.resume").exists()
+    # the allocation from it: the target exact, the blocks' ratios from the measured curves
+    a = tmp_path / "a.json"
+    assert main(["allocate", "sparsity", "--method", "sensitivity", "--sensitivity", str(out),
+                 "--sparsity", "0.6", "--model", str(model), "--out", str(a)]) == 0
+    made = json.loads(a.read_text())
+    assert made["global_sparsity"] == pytest.approx(0.6, abs=1e-12)
+    assert made["parameters"]["predicted_nll_increase"] == pytest.approx(sum(
+        interpolate(record["levels"], row, s) for row, s in zip(record["delta"],
+                                                                made["ratios"], strict=True)))
+
+
+def test_held_text_sharing_the_calibration_is_refused(tiny_model_dir, calib, tmp_path, capsys):
+    from layerif.cli import main
+
+    out = tmp_path / "sens"
+    code = main(["sensitivity", "--model", str(tiny_model_dir("llama")), "--pruner", "wanda",
+                 "--levels", "0.5", "--calibration", str(calib), "--held", str(calib),
+                 "--held-windows", "2", "--seqlen", "16", "--nsamples", "2", "--quiet",
+                 "--out", str(out)])
+    assert code == 2 and not out.exists()
+    assert "shares content" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("levels", ["0.7,0.5", "0,0.5", "0.5,1.0", "x"])
+def test_bad_levels_are_refused(levels, tiny_model_dir, tmp_path, capsys):
+    from layerif.cli import main
+
+    code = main(["sensitivity", "--model", str(tiny_model_dir("llama")), "--pruner", "wanda",
+                 "--levels", levels, "--out", str(tmp_path / "s")])
+    assert code == 2 and "--levels" in capsys.readouterr().err
