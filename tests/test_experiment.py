@@ -220,10 +220,14 @@ def test_report_html_renders_in_a_browser(first_run, tmp_path):
     assert "<link" not in page
 
 
-def test_atp_never_reads_evaluation_data(tmp_path):
+@pytest.mark.parametrize("method", [
+    {"method": "atp", "grid": "0,0.5,1", "nsamples": 2, "held": 2},
+    {"method": "layerif", "aggregate": "helpful", "tune": True, "grid": "-0.5,0,0.5",
+     "nsamples": 2, "held": 2}], ids=["atp", "layerif-tune"])
+def test_searches_never_read_evaluation_data(method, tmp_path):
     """Two runs that differ only in their evaluation data, one of them poisoned (gibberish
-    held text, other items), choose the same ATP beta from the same held perplexities: the
-    search reads calibration windows only."""
+    held text, other items), choose the same ATP beta / LayerIF epsilon from the same held
+    perplexities: the searches read calibration windows only."""
     poison = tmp_path / "poison.txt"
     poison.write_text("zzzq xqj vvkw " * 400)
     chosen = []
@@ -231,14 +235,14 @@ def test_atp_never_reads_evaluation_data(tmp_path):
             {"tasks": ["arc_easy"], "slice": "0:8", "ppl": [], "batch_size": 8},
             {"tasks": ["arc_challenge"], "slice": "0:8", "ppl": [str(poison)],
              "ppl_seqlen": 64, "batch_size": 8}]):
-        config = load_config(small_config(tmp_path, evaluation=evaluation, methods=[
-            {"method": "atp", "grid": "0,0.5,1", "nsamples": 2, "held": 2}]))
+        config = load_config(small_config(tmp_path, evaluation=evaluation, methods=[method]))
         out = tmp_path / f"run{i}"
         run_pruning(config, out, progress=False)
         alloc = json.loads(next(out.glob("cells/allocation/*/alloc.json")).read_text())
-        chosen.append(alloc["parameters"])
+        chosen.append({k: v for k, v in alloc["parameters"].items() if k != "scores"})
     assert chosen[0] == chosen[1]
-    assert len(set(chosen[0]["held_perplexity"])) == 3  # the grid points differ: a real choice
+    search = chosen[0].get("search", chosen[0])
+    assert len(set(search["held_perplexity"])) == 3  # the grid points differ: a real choice
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")),

@@ -213,19 +213,20 @@ def allocate_sparsity(
     if model is None:
         raise AllocationError("sparsity allocation needs the model (prunable parameter counts).")
     blocks = discover_blocks(model)
-    if "scores" in chosen.needs:
+    needs = chosen.requires()
+    if "scores" in needs:
         if scores is None:
             raise AllocationError(f"method {method} needs --scores DIR/scores.json.")
         _check_scores_match(scores, fingerprint, len(blocks))
-    if "calibration" in chosen.needs and not calibration:
+    if "calibration" in needs and not calibration:
         raise AllocationError(f"method {method} needs calibration samples.")
     P = prunable_params(model)
     ratios, params = chosen.ratios(sparsity, SparsityInputs(
-        model, blocks, P, scores if "scores" in chosen.needs else None, calibration,
+        model, blocks, P, scores if "scores" in needs else None, calibration,
         fingerprint))
     Pa = np.asarray(P, dtype=np.float64)
-    inherited, sets = _scores_lineage(scores if "scores" in chosen.needs else None)
-    if calibration_set and "calibration" in chosen.needs:
+    inherited, sets = _scores_lineage(scores if "scores" in needs else None)
+    if calibration_set and "calibration" in needs:
         sets.append(calibration_set)
     return SparsityAllocation(
         method=method, parameters=params, model=model_name or "", layers=[b.index for b in blocks],

@@ -10,6 +10,7 @@ LayerIF reference clipped after scaling and broke it). Higher value -> pruned mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,15 +80,21 @@ def mapped_sparsity(
     params: Sequence[float],
     epsilon: float,
     max_ratio: float = 0.99,
+    prior: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Min-max `values`, map linearly to [1 - eps, 1 + eps], scale to the global target (the
-    mapping AlphaPruning introduced; higher value -> pruned more)."""
-    if not 0 <= epsilon <= 1:
-        raise AllocationError(f"epsilon must be in [0, 1], got {epsilon}.")
+    mapping AlphaPruning introduced; higher value -> pruned more). A negative eps reverses the
+    map (higher value -> pruned less: the map of 1 - minmax(values) with |eps|); eps 0 is
+    uniform. prior: per-layer ratios the map multiplies (a depth progression, say) before the
+    scaling; None is uniform."""
+    if not (math.isfinite(epsilon) and -1 <= epsilon <= 1):
+        raise AllocationError(f"epsilon must be in [-1, 1], got {epsilon}.")
     x = np.asarray(values, dtype=np.float64)
     if not np.isfinite(x).all():
         raise AllocationError("scores must be finite.")
     phi = (1 - epsilon) + 2 * epsilon * minmax(x)
+    if prior is not None:
+        phi = phi * np.asarray(prior, dtype=np.float64)
     return scale_to_target(phi, sparsity, params, max_ratio)
 
 

@@ -106,9 +106,9 @@ def run(args) -> int:
         print(f"experts per layer ({result.method}, total {result.total}): {result.experts}")
     else:
         options = chosen_options(args, SPARSITY_METHODS, args.method, "method")
-        make_sparsity_method(args.method, **options)  # refuse bad options before loading
+        # refuse bad options before loading anything
+        needs = make_sparsity_method(args.method, **options).requires()
         name = model_name(args, scores)
-        needs = SPARSITY_METHODS[args.method].needs
         model, fingerprint = allocation_model(name, "weights" in needs)
         samples = calibration_set = None
         if "calibration" in needs:

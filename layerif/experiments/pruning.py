@@ -148,9 +148,9 @@ def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: di
 
 
 def _needs(method) -> tuple[str, ...]:
-    from ..allocation.sparsity_methods import SPARSITY_METHODS
+    from ..allocation.sparsity_methods import make_sparsity_method
 
-    return SPARSITY_METHODS[method.method].needs
+    return make_sparsity_method(method.method, **method.options).requires()
 
 
 def _calibration_windows(model: str, calibration: dict, seed: int):

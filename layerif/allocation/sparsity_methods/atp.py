@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from ...options import option
 from ..experts import AllocationError
 from ..sparsity import check_target
 from .base import SparsityInputs, SparsityMethod, register
+from .search import choose
 
 MAX_RATIO = 0.99
 
@@ -99,35 +98,8 @@ class ATP(SparsityMethod):
         a = self.args
         if a.beta is not None:
             return atp_sparsity(sparsity, inputs.params, a.beta), {"beta": a.beta}
-        windows = list(inputs.calibration)
-        if len(windows) <= a.held:
-            raise AllocationError(
-                f"ATP holds out the last {a.held} calibration windows to choose beta and "
-                f"needs more than that; got {len(windows)} (raise --nsamples or lower "
-                "--atp-held).")
-        prune_on, held = windows[:-a.held][:a.nsamples], windows[-a.held:]
         top = max_beta(sparsity, inputs.params)
-        grid = [f * top for f in a.fractions()]
-        trials = [self._trial(inputs, atp_sparsity(sparsity, inputs.params, b), prune_on, held)
-                  for b in tqdm(grid, desc="ATP beta search", leave=False)]
-        best = int(np.argmin(trials))
-        return atp_sparsity(sparsity, inputs.params, grid[best]), {
-            "beta": grid[best], "grid": grid, "held_perplexity": trials,
-            "pruner": a.pruner, "search_nsamples": len(prune_on), "held_windows": len(held)}
-
-    def _trial(self, inputs: SparsityInputs, ratios: np.ndarray, prune_on, held) -> float:
-        """Perplexity on `held` of the model pruned to `ratios` on `prune_on`; the weights are
-        put back afterwards."""
-        from ...evaluation.perplexity import windows_perplexity
-        from ...pruning.prune import prune_model
-
-        saved = {m.name: m.module.weight.detach().clone()
-                 for b in inputs.blocks for m in b.matrices}
-        try:
-            prune_model(inputs.model, ratios, self.args.pruner, prune_on, progress=False)
-            return windows_perplexity(inputs.model.eval(), held)
-        finally:
-            with torch.no_grad():
-                for b in inputs.blocks:
-                    for m in b.matrices:
-                        m.module.weight.copy_(saved[m.name])
+        beta, record = choose(inputs, [f * top for f in a.fractions()],
+                              lambda b: atp_sparsity(sparsity, inputs.params, b), a.pruner,
+                              a.nsamples, a.held, "ATP beta", "--atp-held")
+        return atp_sparsity(sparsity, inputs.params, beta), {"beta": beta, **record}

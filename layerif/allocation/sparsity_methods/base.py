@@ -47,6 +47,11 @@ class SparsityMethod(Component, ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
 
+    def requires(self) -> tuple[str, ...]:
+        """What this configured method reads: its class's `needs`, plus what its arguments
+        add (LayerIF tuned on calibration data also prunes the model)."""
+        return self.needs
+
     @abstractmethod
     def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
         """(ratios (n_blocks,) in [0, 1), higher = pruned more; what to record of how they

@@ -1,0 +1,103 @@
+"""LayerIF's direction and strength: epsilon in [-1, 1] (0 is uniform, negative is the map of the
+reversed scores), chosen on calibration data (--tune), and as a correction of ATP (--prior)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from layerif.allocation import AllocationError, make_sparsity_method
+from layerif.allocation.api import allocate_sparsity
+from layerif.allocation.sparsity import minmax, scale_to_target, smooth
+from layerif.allocation.sparsity_methods.atp import atp_sparsity
+from layerif.allocation.sparsity_methods.layerif import layerif_sparsity
+from layerif.data.calibration import calibration_samples
+from layerif.pruning.prune import prune_model
+
+SCORES = [-3.0, -7.0, -1.0, -9.0, -4.0, -2.0, -8.0, -5.0]
+P = [10, 10, 10, 10, 12, 12, 12, 12]
+
+
+def test_epsilon_zero_is_uniform():
+    np.testing.assert_allclose(layerif_sparsity(SCORES, 0.6, P, 0.0), 0.6, atol=1e-15)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3, 1.0])
+def test_negative_epsilon_is_the_map_of_the_reversed_scores(eps):
+    reversed_scores = [-(10.0 - abs(s)) for s in SCORES]  # |S| reversed: 10 - |S|
+    np.testing.assert_allclose(layerif_sparsity(SCORES, 0.6, P, -eps),
+                               layerif_sparsity(reversed_scores, 0.6, P, eps), atol=1e-12)
+    forward = layerif_sparsity(SCORES, 0.6, P, eps)
+    backward = layerif_sparsity(SCORES, 0.6, P, -eps)
+    assert np.argmax(forward) == np.argmin(backward)  # the largest |S| flips from most to least
+
+
+def test_epsilon_outside_minus_one_one_is_refused():
+    for bad in (1.5, -1.01, float("inf"), float("nan")):
+        with pytest.raises(AllocationError, match="--epsilon"):
+            make_sparsity_method("layerif", epsilon=bad)
+    with pytest.raises(AllocationError, match="--tune-grid"):
+        make_sparsity_method("layerif", tune=True, grid="0,2")
+    with pytest.raises(AllocationError, match="--prior"):
+        make_sparsity_method("layerif", prior="dlp")
+    assert make_sparsity_method("layerif").requires() == ("scores",)
+    assert set(make_sparsity_method("layerif", tune=True).requires()) == {
+        "scores", "weights", "calibration"}
+
+
+def _scores(L: int) -> dict:
+    values = [-(1 + 0.7 * i + (i % 3)) for i in range(L)]
+    return {"scores": values, "layers": list(range(L)), "aggregate": "helpful",
+            "aggregates": {"helpful": values}, "_path": "in-memory", "provenance": []}
+
+
+def _held_perplexity(model, ratios, prune_on, held):
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    prune_model(model, ratios, "wanda", prune_on, progress=False)
+    with torch.no_grad():
+        nll = [torch.nn.functional.cross_entropy(model(w[None]).logits[0, :-1], w[1:],
+                                                 reduction="sum") for w in held]
+    model.load_state_dict(dense)
+    return float(torch.exp(torch.stack(nll).sum() / (len(held) * (len(held[0]) - 1))))
+
+
+def test_tune_picks_the_lowest_held_perplexity(tokenizer, calib):
+    torch.manual_seed(0)
+    model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    samples = calibration_samples(tokenizer, calib, 10, 16, 0)
+    alloc = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                              scores=_scores(4), tune=True, grid="-0.5,0,0.5", nsamples=4,
+                              held=3)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, dense[k]), k
+    p = alloc.parameters
+    assert p["tuned"] and p["search"]["grid"] == [-0.5, 0.0, 0.5]
+    direct = [_held_perplexity(model, layerif_sparsity(_scores(4)["scores"], 0.6,
+                                                       alloc.params_per_layer, e),
+                               samples[:4], samples[-3:]) for e in (-0.5, 0.0, 0.5)]
+    np.testing.assert_allclose(p["search"]["held_perplexity"], direct, rtol=1e-5)
+    assert p["epsilon"] == [-0.5, 0.0, 0.5][int(np.argmin(direct))]
+    assert alloc.global_sparsity == pytest.approx(0.6, abs=1e-12)
+
+
+def test_prior_atp_corrects_atps_progression(tokenizer, calib):
+    torch.manual_seed(0)
+    model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
+    samples = calibration_samples(tokenizer, calib, 10, 16, 0)
+    alloc = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                              scores=_scores(4), prior="atp", epsilon=0.3, nsamples=4, held=3)
+    p = alloc.parameters
+    beta = p["atp"]["beta"]
+    assert len(p["atp"]["grid"]) == 6  # ATP's own search ran first, on the same windows
+    atp = atp_sparsity(0.6, alloc.params_per_layer, beta)
+    x = minmax(smooth(minmax(np.abs(_scores(4)["scores"]))))
+    want = scale_to_target(atp * (0.7 + 0.6 * x), 0.6, alloc.params_per_layer)
+    np.testing.assert_allclose(alloc.ratios, want, atol=1e-12)
+    assert alloc.global_sparsity == pytest.approx(0.6, abs=1e-12)
+    # epsilon 0 on top of the prior is ATP itself
+    same = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                             scores=_scores(4), prior="atp", epsilon=0.0, nsamples=4, held=3)
+    np.testing.assert_allclose(same.ratios, atp, atol=1e-12)
