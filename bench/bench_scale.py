@@ -55,9 +55,12 @@ SHAPES = {
 
 
 def model_folder(name: str, dtype: str) -> str:
-    """SmolLM2 itself, or a random-weight folder with a family's shape (built once, seed 0,
-    the SmolLM2 tokenizer: its ids fit every vocabulary here)."""
-    if name == "smollm2-135m":
+    """A built-in real model (SmolLM2, Qwen2.5-Coder) itself, or a random-weight folder with a
+    family's shape (built once, seed 0, the SmolLM2 tokenizer: its ids fit every vocabulary
+    here)."""
+    from layerif.models import BUILTIN_MODELS
+
+    if name in BUILTIN_MODELS:  # a real model (Qwen2.5-Coder: scripts/setup.sh --qwen)
         return name
     folder = MODELS_DIR / f"{name}-{dtype}"
     if (folder / "config.json").exists():
@@ -196,7 +199,8 @@ def measure_prune(name: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="smollm2-135m",
-                        help=f"comma-separated: smollm2-135m, {', '.join(SHAPES)}")
+                        help="comma-separated: built-in models (smollm2-135m, "
+                        f"qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) or shapes ({', '.join(SHAPES)})")
     parser.add_argument("--processes", default="1", help="comma-separated process counts")
     parser.add_argument("--train", type=int, default=16, help="training examples (16)")
     parser.add_argument("--val", type=int, default=4, help="validation examples (4)")
