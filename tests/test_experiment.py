@@ -185,8 +185,15 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
                  str(out), "--quiet"]) == 0
     assert "computed nothing new (all cells stored)" in capsys.readouterr().out
     tables = (out / "tables.md").read_text()
-    for label in ("dense", "uniform", "dlp", "lsa", "atp", "layerif-helpful"):
+    for label in ("dense", "uniform", "dlp", "lsa", "sensitivity", "atp", "layerif-helpful"):
         assert f"| {label} |" in tables, label
+    # the measured sensitivity: every layer score held against it, the additive model checked
+    section = tables[tables.index("## Layer scores against the measured sensitivity"):]
+    for score in ("depth (ATP's progression)", "layerif helpful (slice 0, n=8)",
+                  "dlp (unimportance)", "lsa (errors)"):
+        assert f"| {score} | " in section, score
+    assert section.count("| 0.50 | ") == 6  # every method's additivity row at 50%
+    assert (out / "plots" / "layer-scores-vs-sensitivity.png").exists()
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -204,3 +204,35 @@ def test_bad_levels_are_refused(levels, tiny_model_dir, tmp_path, capsys):
     code = main(["sensitivity", "--model", str(tiny_model_dir("llama")), "--pruner", "wanda",
                  "--levels", levels, "--out", str(tmp_path / "s")])
     assert code == 2 and "--levels" in capsys.readouterr().err
+
+
+# --- layer scores against the truth -------------------------------------------------------
+
+
+def test_agreement_on_profiles_with_a_known_ordering():
+    from layerif.sensitivity.compare import agreement, agreement_with_interval
+
+    rng = np.random.default_rng(0)
+    truth = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2])
+    # a prune-more score ranked exactly against the damage: it prunes where it hurts least
+    assert agreement(-truth, truth, "lsa") == pytest.approx(1.0)
+    assert agreement(truth, truth, "layerif") == pytest.approx(-1.0)
+    # OWL prunes less where its score is higher: the truth itself is a perfect OWL score
+    assert agreement(truth, truth, "owl") == pytest.approx(1.0)
+    windows = truth[:, None] + rng.normal(0, 0.01, (6, 40))
+    a = agreement_with_interval("x", "dlp", lambda _r: -truth, windows)
+    assert a.agreement == pytest.approx(1.0) and a.low > 0.8
+    noisy = truth[:, None] + rng.normal(0, 1.0, (6, 40))
+    b = agreement_with_interval("x", "dlp", lambda _r: -truth, noisy)
+    assert b.high - b.low > a.high - a.low  # noisier windows, wider interval
+
+
+def test_delta_at_interpolates_between_levels_per_window():
+    from layerif.sensitivity.compare import delta_at
+
+    wd = np.zeros((2, 2, 3))
+    wd[:, 0, :] = 1.0  # level 0.5
+    wd[:, 1, :] = 3.0  # level 0.7
+    np.testing.assert_allclose(delta_at([0.5, 0.7], wd, 0.6), 2.0)
+    np.testing.assert_allclose(delta_at([0.5, 0.7], wd, 0.25), 0.5)
+    np.testing.assert_allclose(delta_at([0.5, 0.7], wd, 0.7), 3.0)

@@ -17,6 +17,14 @@
                  ppl_seqlen: 512, batch_size: 8}
     dense: true                    # evaluate the unpruned model too
     keep_models: false             # pruned weights are deleted once evaluated
+    sensitivity:                   # measure D_l(s) with the grid's pruner (one pruner), hold
+      levels: [0.5, 0.6, 0.7, 0.8, 0.9]   # every layer score against it, and check the
+      held: "sciq:validation[800:1000]"   # additive model on each allocation of the first seed
+      held_windows: 16             # (method sensitivity allocates from it)
+      check: true
+
+`scoring` may list `n_train: [64, 256]`: each slice is then scored on its first n training rows
+for every n (how many examples a profile needs).
 
 A LoRA-MoE grid (`kind: lora-moe`): expert methods x tasks x seeds, each a fine-tuned LoRA-MoE
 evaluated by generative and log-likelihood accuracy:
@@ -85,6 +93,7 @@ class ExperimentConfig:
     evaluation: dict = field(default_factory=dict)
     dense: bool = True
     keep_models: bool = False
+    sensitivity: dict = field(default_factory=dict)  # empty: not measured
     path: str = ""
 
 
@@ -108,14 +117,15 @@ class MoEExperimentConfig:
 
 KINDS = ("pruning", "lora-moe")
 KEYS = {"name", "model", "scoring", "methods", "pruners", "sparsities", "seeds", "calibration",
-        "evaluation", "dense", "keep_models", "kind"}
+        "evaluation", "dense", "keep_models", "kind", "sensitivity"}
 MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training", "lora", "seeds",
             "evaluation", "base", "keep_models", "kind"}
 TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance",
                  "group_by_length"}
 LORA_KEYS = {"rank", "alpha", "dropout", "top_k"}
 MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size", "max_length"}
-SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params"}
+SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params", "n_train"}
+SENSITIVITY_KEYS = {"levels", "held", "held_windows", "check"}
 CALIBRATION_KEYS = {"source", "nsamples", "seqlen"}
 EVALUATION_KEYS = {"tasks", "limit", "slice", "ppl", "ppl_seqlen", "batch_size"}
 
@@ -220,6 +230,8 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
             _fail(path, f"scoring.slices[{i}]", "give {train: SPEC, val: SPEC}.")
     if any("scores" in SPARSITY_METHODS[m.method].needs for m in methods) and not slices:
         _fail(path, "scoring.slices", "layerif methods need at least one scoring slice.")
+    slices = _with_n_train(path, slices, scoring.pop("n_train", None))
+    sensitivity = _sensitivity(path, raw, methods, pruners)
     calibration = _section(path, raw, "calibration", CALIBRATION_KEYS)
     evaluation = _section(path, raw, "evaluation", EVALUATION_KEYS)
     if not evaluation.get("tasks") and not evaluation.get("ppl"):
@@ -228,7 +240,61 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
         name=str(raw["name"]), model=raw["model"], methods=methods, pruners=pruners,
         sparsities=sparsities, seeds=seeds, slices=slices, scoring=scoring,
         calibration=calibration, evaluation=evaluation, dense=bool(raw.get("dense", True)),
-        keep_models=bool(raw.get("keep_models", False)), path=path)
+        keep_models=bool(raw.get("keep_models", False)), sensitivity=sensitivity, path=path)
+
+
+def _with_n_train(path: str, slices: list[dict], n_train) -> list[dict]:
+    """Each slice cut to its first n training rows, for every n of `scoring.n_train`."""
+    if n_train is None:
+        return slices
+    from ..data.sources import TaskSpec
+
+    if not isinstance(n_train, list) or not n_train or any(
+            not isinstance(n, int) or n < 2 for n in n_train):
+        _fail(path, "scoring.n_train", "give a list of training example counts >= 2.")
+    out = []
+    for i, s in enumerate(slices):
+        try:
+            spec = TaskSpec.parse(s["train"])
+        except LayerIFError:
+            _fail(path, f"scoring.slices[{i}].train", "n_train needs a task spec with a slice "
+                                                      "[START:STOP], not a file.")
+        start = spec.start or 0
+        if spec.stop is None or any(start + n > spec.stop for n in n_train):
+            _fail(path, f"scoring.slices[{i}].train", f"{s['train']} has fewer rows than "
+                  f"n_train {max(n_train)}; give a slice of at least that many.")
+        for n in n_train:
+            cut = TaskSpec(spec.task, spec.split, start, start + n, spec.source)
+            out.append({"train": str(cut), "val": s["val"]})
+    return out
+
+
+def _sensitivity(path: str, raw: dict, methods: list[MethodSpec], pruners: list) -> dict:
+    """The measured-sensitivity section, checked (levels, one pruner); required by method
+    sensitivity, whose file the runner supplies."""
+    from ..sensitivity import check_levels
+
+    section = _section(path, raw, "sensitivity", SENSITIVITY_KEYS)
+    uses = [m for m in methods if m.method == "sensitivity"]
+    if uses and not section:
+        _fail(path, "sensitivity", "method sensitivity needs this section (levels, held).")
+    for m in uses:
+        if m.options.get("file"):
+            _fail(path, "methods", "method sensitivity reads the grid's own measurement; drop "
+                                   "its file.")
+    if not section:
+        return {}
+    try:
+        section["levels"] = check_levels(section.get("levels") or [], "levels")
+    except LayerIFError as exc:
+        _fail(path, "sensitivity.levels", str(exc))
+    if len(pruners) != 1:
+        _fail(path, "sensitivity", "measure with one pruner per grid (D_l(s) is the pruner's); "
+                                   "split the grid by pruner.")
+    windows = section.get("held_windows", 16)
+    if not isinstance(windows, int) or windows < 2:
+        _fail(path, "sensitivity.held_windows", "give at least 2 held windows.")
+    return {"held": "sciq:validation[800:1000]", "held_windows": 16, "check": True, **section}
 
 
 def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:

@@ -9,6 +9,10 @@ Cell kinds and what their keys cover (each includes the keys of the cells it rea
                 calibration data)
     pruned      allocation key, pruner + arguments, calibration settings, seed
     eval        the pruned key (or the dense model), evaluation settings
+    sensitivity model, the pruner, the sensitivity section, calibration settings, first seed
+                (method sensitivity's allocations read it: their keys include it)
+    additivity  an allocation of the first seed and the sensitivity: the whole model pruned
+                to it, the measured NLL increase on the held windows beside sum_l D_l(s_l)
 A pruned model's weights are deleted once its evaluation is stored (unless keep_models), so a
 rerun recomputes a pruned model only when its evaluation is missing.
 """
@@ -82,8 +86,11 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             for method in config.methods
             for i in (range(len(config.slices)) if "scores" in _needs(method) else [None])]
     n_pruned = len(grid) * len(config.pruners)
+    checked = bool(config.sensitivity) and config.sensitivity["check"]
     store.plan({"scores": len(config.slices), "allocation": len(grid), "pruned": n_pruned,
-                "eval": n_pruned + int(config.dense)})
+                "eval": n_pruned + int(config.dense),
+                "sensitivity": int(bool(config.sensitivity)),
+                "additivity": sum(g[0] == config.seeds[0] for g in grid) if checked else 0})
     scores_keys = []
     for i, s in enumerate(config.slices):
         def compute_scores(folder, s=s):
@@ -98,15 +105,22 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
                            label=f"slice {i}: {s['train']}", hashed=("scores/scores.json",))
         scores_keys.append(key)
 
+    sensitivity_key = _sensitivity(store, config, model, model_id, calibration)
     rows = []
     if config.dense:
         key, _ = _evaluate(store, model, model_id, None, evaluation, "dense")
         rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
                      "seed": None, "eval": key})
+    additivity: list[dict] = []
     for seed, sparsity, method, slice_index in grid:
         alloc_key = _allocate(store, config, model, model_id, method, sparsity, seed,
                               scores_keys[slice_index] if slice_index is not None else None,
-                              calibration)
+                              calibration, sensitivity_key)
+        if sensitivity_key and config.sensitivity["check"] and seed == config.seeds[0]:
+            additivity.append({"method": method.name, "slice": slice_index,
+                               "sparsity": sparsity, "allocation": alloc_key,
+                               "key": _additivity(store, config, model, alloc_key,
+                                                  sensitivity_key, calibration)})
         for pruner in config.pruners:
             eval_key = _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner,
                                            calibration, seed, evaluation,
@@ -115,7 +129,8 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
                          "eval": eval_key})
     write_json(out / MANIFEST, {"config": config.path, "name": config.name, "rows": rows,
-                                "scores": scores_keys})
+                                "scores": scores_keys, "slices": config.slices,
+                                "sensitivity": sensitivity_key, "additivity": additivity})
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows)
 
 
@@ -145,6 +160,11 @@ def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: di
     held = [content_set(str(spec), "evaluation") for spec in specs]
     held += [content_set(source, "perplexity") for source in evaluation["ppl"]]
     check_disjoint(held, [*scoring, calibration_set])
+    if config.sensitivity:  # its held text overlaps nothing: calibration, scoring, evaluation
+        from ..sensitivity.run import HELD_ROLE
+
+        check_disjoint([content_set(config.sensitivity["held"], HELD_ROLE)],
+                       [*scoring, calibration_set, *held])
 
 
 def _needs(method) -> tuple[str, ...]:
@@ -161,7 +181,65 @@ def _calibration_windows(model: str, calibration: dict, seed: int):
                                calibration["nsamples"], calibration["seqlen"], seed)
 
 
-def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration):
+def _sensitivity_run(config, model, calibration):
+    from ..sensitivity.run import SensitivityRun
+
+    section = config.sensitivity
+    return SensitivityRun(model=model, pruner=config.pruners[0].name, levels=section["levels"],
+                          calibration=calibration["source"], nsamples=calibration["nsamples"],
+                          seqlen=calibration["seqlen"], held=section["held"],
+                          held_windows=section["held_windows"], seed=config.seeds[0],
+                          device="cpu")
+
+
+def _sensitivity(store, config, model, model_id, calibration) -> str | None:
+    """The measured sensitivity of the grid's pruner (a cell), or None without the section."""
+    if not config.sensitivity:
+        return None
+    job = _sensitivity_run(config, model, calibration)
+    settings = {**job.key(), "model": model_id, "pruner_options": config.pruners[0].options}
+
+    def compute(folder):
+        record = job.run(folder / "sensitivity", progress=False)
+        return {"dense_nll": record["dense_nll"], "seconds": record["seconds"]}
+
+    key, _ = store.run("sensitivity", settings, compute,
+                       label=f"{config.pruners[0].name} at {config.sensitivity['levels']}",
+                       hashed=("sensitivity/sensitivity.json",))
+    return key
+
+
+def _additivity(store, config, model, alloc_key, sensitivity_key, calibration) -> str:
+    """Whole model pruned to an allocation: measured NLL increase on the held windows beside
+    the additive prediction sum_l D_l(s_l) (sensitivity/run.py's check, as a cell)."""
+    from ..allocation.api import SparsityAllocation
+    from ..models import load_model
+    from ..sensitivity import load, measured_increase
+    from ..sensitivity.run import held_windows
+
+    def compute(folder):
+        alloc = SparsityAllocation.load(store.folder("allocation", alloc_key) / "alloc.json")
+        measured, record = load(store.folder("sensitivity", sensitivity_key) / "sensitivity")
+        loaded, tokenizer = load_model(model, device="cpu")
+        held = held_windows(tokenizer, record["held"]["source"], record["held"]["windows"],
+                            record["held"]["seqlen"])
+        increase = measured_increase(loaded, alloc.ratios, record["pruner"],
+                                     _calibration_windows(model, calibration,
+                                                          config.seeds[0]),
+                                     held, measured.dense_window_nll)
+        result = {"predicted": float(measured.interpolate(alloc.ratios).sum()),
+                  "measured": increase, "ratios": alloc.ratios}
+        write_json(folder / "additivity.json", result)
+        return result
+
+    key, _ = store.run("additivity", {"allocation": alloc_key, "sensitivity": sensitivity_key},
+                       compute, label=f"additivity {alloc_key[:8]}",
+                       hashed=("additivity.json",))
+    return key
+
+
+def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration,
+              sensitivity_key=None):
     from ..allocation.api import allocate_sparsity, load_scores
     from ..data.provenance import content_set
     from ..models import load_model, load_skeleton
@@ -173,6 +251,10 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
         settings["scores"] = scores_key
     if "calibration" in needs:
         settings.update(calibration=calibration, seed=seed)
+    options = dict(method.options)
+    if method.method == "sensitivity":  # the grid's own measurement
+        settings["sensitivity"] = sensitivity_key
+        options["file"] = str(store.folder("sensitivity", sensitivity_key) / "sensitivity")
 
     def compute(folder):
         scores = (load_scores(store.folder("scores", scores_key) / "scores", method.aggregate)
@@ -185,7 +267,7 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
             calibration_set = content_set(calibration["source"], "calibration").to_dict()
         alloc = allocate_sparsity(method.method, sparsity, model=loaded, model_name=model,
                                   scores=scores, calibration=samples,
-                                  calibration_set=calibration_set, **method.options)
+                                  calibration_set=calibration_set, **options)
         alloc.save(folder / "alloc.json")
         return {"ratios": alloc.ratios, "global_sparsity": alloc.global_sparsity}
 

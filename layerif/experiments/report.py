@@ -29,6 +29,7 @@ from ..evaluation.paired import bootstrap_interval
 from ..io import write_text
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
+from .sensitivity_report import sensitivity_section
 from .tables import Cell, table
 
 
@@ -144,12 +145,15 @@ def write_report(out: str | Path) -> list[Path]:
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    section, sensitivity_figures = sensitivity_section(out, manifest)
+    if section:
+        parts += [section, ""]
     parts.append(stage_times(out))
     markdown = "\n".join(parts) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], results_csv(records, n_slices))
     write_text(paths[1], markdown)
-    figures = _figures(out, manifest, records, dict(ordered), n_slices)
+    figures = _figures(out, manifest, records, dict(ordered), n_slices) + sensitivity_figures
     html = render_html(manifest["name"], markdown, figures)
     write_text(out / "report.html", html)
     return [*paths, *(p for _, p in figures), out / "report.html"]
