@@ -101,3 +101,30 @@ def test_prior_atp_corrects_atps_progression(tokenizer, calib):
     same = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
                              scores=_scores(4), prior="atp", epsilon=0.0, nsamples=4, held=3)
     np.testing.assert_allclose(same.ratios, atp, atol=1e-12)
+
+
+def test_a_given_atp_beta_skips_the_search_and_equals_it(tokenizer, calib):
+    torch.manual_seed(0)
+    model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
+    samples = calibration_samples(tokenizer, calib, 10, 16, 0)
+    searched = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                                 scores=_scores(4), prior="atp", epsilon=0.3, nsamples=4, held=3)
+    beta = searched.parameters["atp"]["beta"]
+    given = allocate_sparsity("layerif", 0.6, model=model, scores=_scores(4), prior="atp",
+                              epsilon=0.3, atp_beta=beta)
+    np.testing.assert_allclose(given.ratios, searched.ratios, atol=1e-15)
+    assert make_sparsity_method("layerif", prior="atp", atp_beta=beta).requires() == ("scores",)
+    with pytest.raises(AllocationError, match="--prior-atp-beta"):
+        make_sparsity_method("layerif", atp_beta=0.01)
+
+
+def test_the_runner_hands_atps_beta_to_layerif_with_the_same_search():
+    from layerif.experiments.config import ExperimentConfig, MethodSpec
+    from layerif.experiments.pruning import _with_atp_beta
+
+    prior = MethodSpec("layerif", {"prior": "atp", "epsilon": 0.2}, "helpful", "prior")
+    config = ExperimentConfig("x", "m", [MethodSpec("atp", {}), prior], [], [0.7])
+    assert _with_atp_beta(prior, config, 0.004).options["atp_beta"] == 0.004
+    assert _with_atp_beta(prior, config, None) is prior
+    other = ExperimentConfig("x", "m", [MethodSpec("atp", {"held": 4}), prior], [], [0.7])
+    assert _with_atp_beta(prior, other, 0.004) is prior  # another search: not the same beta

@@ -112,10 +112,16 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
         rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
                      "seed": None, "eval": key})
     additivity: list[dict] = []
+    atp_betas: dict[tuple, float] = {}  # (seed, sparsity) -> the ATP method's chosen beta
     for seed, sparsity, method, slice_index in grid:
+        method = _with_atp_beta(method, config, atp_betas.get((seed, sparsity)))
         alloc_key = _allocate(store, config, model, model_id, method, sparsity, seed,
                               scores_keys[slice_index] if slice_index is not None else None,
                               calibration, sensitivity_key)
+        if method.method == "atp":
+            atp_betas[(seed, sparsity)] = json.loads((store.folder("allocation", alloc_key) /
+                                                      "alloc.json").read_text())[
+                "parameters"]["beta"]
         if sensitivity_key and config.sensitivity["check"] and seed == config.seeds[0]:
             additivity.append({"method": method.name, "slice": slice_index,
                                "sparsity": sparsity, "allocation": alloc_key,
@@ -165,6 +171,23 @@ def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: di
 
         check_disjoint([content_set(config.sensitivity["held"], HELD_ROLE)],
                        [*scoring, calibration_set, *held])
+
+
+def _with_atp_beta(method, config: ExperimentConfig, beta: float | None):
+    """LayerIF with --prior atp runs ATP's search first; where the grid's own ATP method ran
+    the same search (same pruner, windows and held count, its default grid) on the same seed
+    and sparsity, its beta is given instead of searched again."""
+    from dataclasses import replace
+
+    options = method.options
+    if method.method != "layerif" or options.get("prior") != "atp" or beta is None \
+            or "atp_beta" in options:
+        return method
+    defaults = {"pruner": "wanda", "nsamples": 32, "held": 8}
+    atp = next((m for m in config.methods if m.method == "atp"), None)
+    same = atp is not None and "grid" not in atp.options and "beta" not in atp.options and all(
+        atp.options.get(k, v) == options.get(k, v) for k, v in defaults.items())
+    return replace(method, options={**options, "atp_beta": beta}) if same else method
 
 
 def _needs(method) -> tuple[str, ...]:

@@ -45,6 +45,8 @@ class LayerIFArguments:
                        "tried (default -0.4,-0.2,0,0.2,0.4)")
     prior: str = option("none", "--prior", "layerif: none, or atp (the map corrects ATP's "
                         "depth progression; ATP's beta is searched first)", choices=PRIORS)
+    atp_beta: float | None = option(None, "--prior-atp-beta", "layerif --prior atp: ATP's "
+                                    "common difference when already chosen (skips its search)")
     pruner: str = option("wanda", "--tune-pruner", "layerif --tune/--prior: the pruner of each "
                          "trial (default wanda; use the final run's)",
                          choices=("magnitude", "wanda", "sparsegpt"))
@@ -70,6 +72,10 @@ class LayerIFArguments:
                                   f"{self.prior!r}.")
         if self.nsamples < 1 or self.held < 1:
             raise AllocationError("--tune-nsamples and --tune-held must be >= 1.")
+        if self.atp_beta is not None and (self.prior != "atp" or not (
+                math.isfinite(self.atp_beta) and self.atp_beta >= 0)):
+            raise AllocationError("--prior-atp-beta takes a beta >= 0 and goes with --prior "
+                                  "atp.")
 
     def epsilons(self) -> list[float]:
         return [float(x) for x in self.grid.split(",") if x.strip()]
@@ -103,7 +109,7 @@ class LayerIF(SparsityMethod):
     Arguments = LayerIFArguments
 
     def requires(self) -> tuple[str, ...]:
-        searches = self.args.tune or self.args.prior != "none"
+        searches = self.args.tune or (self.args.prior != "none" and self.args.atp_beta is None)
         return ("scores", "weights", "calibration") if searches else self.needs
 
     def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
@@ -117,7 +123,8 @@ class LayerIF(SparsityMethod):
             from .atp import ATP, ATPArguments
 
             atp_ratios, atp_record = ATP(ATPArguments(
-                pruner=a.pruner, nsamples=a.nsamples, held=a.held)).ratios(sparsity, inputs)
+                beta=a.atp_beta, pruner=a.pruner, nsamples=a.nsamples, held=a.held)
+            ).ratios(sparsity, inputs)
             prior, record["atp"] = atp_ratios, atp_record
 
         def ratios_of(epsilon: float) -> np.ndarray:
