@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs (or resumes) every required SmolLM2 config of issue 12 in turn, writes each report and
+# Runs (or resumes) every required config (issues 12 and 24) in turn, writes each report and
 # copies its tables, CSV, plots and report.html to experiments/results/NAME (what is committed).
 # Each config's cells live in runs/exp/NAME; a killed or interrupted run resumes where it
 # stopped. The cells' records and per-item results (not pruned weights or adapters, deleted
@@ -29,7 +29,9 @@ fi
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   names=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-         pruning-wanda70-zeroshot lora-moe-sciq)
+         pruning-wanda70-zeroshot lora-moe-sciq
+         sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
+         sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70)
 fi
 for name in "${names[@]}"; do
   echo "== $name ($(date -u +%H:%M:%S))"

@@ -118,3 +118,44 @@ def test_qwen15_score_plan_within_factor_of_peak_in_bf16(tmp_path):
                    "--mode", "streaming", "--device", "cpu", "--dtype", "bfloat16",
                    "--bootstrap", "10", "--out", tmp_path / "s")
     assert_within_factor(proc)
+
+
+def test_qwen05_every_command(tmp_path):
+    """Every command of layerif runs on the real Qwen2.5-Coder-0.5B through the CLI, at small
+    sizes: score, allocate (sparsity, experts, ranks), prune, eval, finetune-moe,
+    finetune-lora, export-recipe and sensitivity."""
+    import json
+
+    from layerif.cli import main
+
+    _need("qwen2.5-coder-0.5b")
+    m = "qwen2.5-coder-0.5b"
+
+    def ok(*argv):
+        assert main([str(a) for a in argv]) == 0, argv
+
+    ok("score", "--model", m, "--train", "arc_easy:validation[0:4]", "--val",
+       "arc_easy:validation[4:6]", "--max-length", 48, "--bootstrap", 10, "--quiet",
+       "--out", tmp_path / "s")
+    ok("allocate", "sparsity", "--method", "layerif", "--scores", tmp_path / "s",
+       "--sparsity", 0.5, "--out", tmp_path / "a.json")
+    ok("allocate", "experts", "--method", "layerif", "--scores", tmp_path / "s", "--total", 48,
+       "--out", tmp_path / "e.json")
+    ok("allocate", "ranks", "--method", "layerif", "--scores", tmp_path / "s", "--model", m,
+       "--budget", 96, "--out", tmp_path / "r.json")
+    ok("prune", "--model", m, "--allocation", tmp_path / "a.json", "--pruner", "wanda",
+       "--nsamples", 2, "--seqlen", 64, "--quiet", "--out", tmp_path / "p")
+    ok("eval", "--model", tmp_path / "p", "--tasks", "rte", "--limit", 8, "--ppl", "none",
+       "--quiet", "--out", tmp_path / "ev.json")
+    assert json.loads((tmp_path / "ev.json").read_text())["tasks"]["rte"]["n"] == 8
+    ok("finetune-moe", "--model", m, "--experts", tmp_path / "e.json", "--train",
+       "mrpc:validation[0:4]", "--epochs", 1, "--max-length", 96, "--quiet",
+       "--out", tmp_path / "moe")
+    ok("finetune-lora", "--model", m, "--ranks", tmp_path / "r.json", "--train",
+       "mrpc:validation[0:4]", "--epochs", 1, "--max-length", 96, "--quiet",
+       "--out", tmp_path / "lora")
+    ok("export-recipe", "--allocation", tmp_path / "a.json", "--model", m,
+       "--out", tmp_path / "recipe.yaml")
+    ok("sensitivity", "--model", m, "--pruner", "magnitude", "--levels", 0.5,
+       "--held-windows", 2, "--seqlen", 64, "--quiet", "--out", tmp_path / "sens")
+    assert len(json.loads((tmp_path / "sens" / "sensitivity.json").read_text())["delta"]) == 24
