@@ -223,7 +223,9 @@ def _sensitivity(store, config, model, model_id, calibration) -> str | None:
     settings = {**job.key(), "model": model_id, "pruner_options": config.pruners[0].options}
 
     def compute(folder):
-        record = job.run(folder / "sensitivity", progress=False)
+        # finished blocks are kept beside the cell, so a killed grid resumes mid-measurement
+        record = job.run(folder / "sensitivity", resume_dir=folder.parent / f"{folder.name}"
+                         ".resume", progress=False)
         return {"dense_nll": record["dense_nll"], "seconds": record["seconds"]}
 
     key, _ = store.run("sensitivity", settings, compute,
