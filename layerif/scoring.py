@@ -405,7 +405,7 @@ def _refuse_unless_fits(plan: MemoryPlan, args: InfluenceArguments, dtype: str, 
     from dataclasses import replace
 
     options = []
-    for b in (args.batch_size // 2, args.batch_size // 4, 1):
+    for b in dict.fromkeys((args.batch_size // 2, args.batch_size // 4, 1)):  # no repeats
         if 0 < b < args.batch_size:
             options.append((f"--batch-size {b}", replace(args, batch_size=b)))
     if args.mode != "streaming":
