@@ -448,8 +448,15 @@ def load_model(
     check_causal(load_config(name), name)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise _hub_error(name, exc) from exc
+    except Exception as exc:
+        if Path(source).is_dir():  # a local folder whose files cannot be read
+            raise ModelError(
+                f"{source}: could not read the model's weights ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); a file may be "
+                "truncated or damaged: copy or download it again.") from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise _hub_error(name, exc) from exc
+        raise
     tokenizer = load_tokenizer(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()

@@ -51,6 +51,21 @@ def build(registry: dict, name, kind: str, error: type[Exception] = LayerIFError
     return cls(cls.Arguments(**given))
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (inf and nan are refused here, not after the work, when
+    a JSON writer or a formula would meet them)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 def _dest(flag: str) -> str:
     return "option_" + flag.lstrip("-").replace("-", "_")
 
@@ -70,7 +85,8 @@ def add_flags(parser, registry: dict) -> None:
                 parser.add_argument(flag, dest=_dest(flag), action="store_const",
                                     const=not f.default, default=None, help=f.metadata["help"])
             else:
-                kind = float if "float" in str(f.type) else int if "int" in str(f.type) else str
+                kind = (finite_float if "float" in str(f.type) else
+                        int if "int" in str(f.type) else str)
                 parser.add_argument(flag, dest=_dest(flag), type=kind, default=None,
                                     metavar=f.name.upper(), choices=f.metadata["choices"],
                                     help=f.metadata["help"])

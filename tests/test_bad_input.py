@@ -235,3 +235,81 @@ def test_python_api_never_returns_nan(tiny_models, tokenizer):
                                   progress=False)
     assert np.isfinite(result.influence).all() and len(result.zero_gradient_matrices) == 4
     assert sys.float_info.max > np.abs(result.scores).max()
+
+
+# --- issue 27's first cases: refused at once, before any work -----------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--damping", "inf"], "argument --damping: inf is not a finite number"),
+    (["--damping", "nan"], "argument --damping: nan is not a finite number"),
+    (["--device", "tpu"], "argument --device: 'tpu' is not a device"),
+    (["--device", "cuda:x"], "argument --device: 'cuda:x' is not a device"),
+])
+def test_score_refuses_non_finite_numbers_and_unknown_devices(argv, message, tiny_model_dir,
+                                                               files, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert run(*score_args(tiny_model_dir("llama"), files, out, *argv)) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_cuda_without_a_cuda_device_is_refused_at_once(tiny_model_dir, files, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert run(*score_args(tiny_model_dir("llama"), files, tmp_path / "s", "--device",
+                           "cuda")) == 2
+    one_line_error(capsys, "no CUDA device is available here")
+
+
+def test_component_floats_refuse_infinity(tiny_model_dir, tmp_path, capsys):
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"scores": [-1.0, -2.0], "layers": [0, 1]}))
+    for kind, flag in (("experts", ["--total", 8]), ("ranks", ["--budget", 8])):
+        out = tmp_path / f"{kind}.json"
+        assert run("allocate", kind, "--method", "layerif", "--beta", "inf", "--scores", scores,
+                   "--model", tiny_model_dir("llama"), *flag, "--out", out) == 2
+        one_line_error(capsys, "argument --beta: inf is not a finite number")
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks="], "--tasks '' names no task"),
+    (["--limit", "0"], "argument --limit: must be >= 1, got 0"),
+    (["--limit", "-5"], "argument --limit: must be >= 1, got -5"),
+])
+def test_eval_refuses_empty_tasks_and_limits_below_one(argv, message, tiny_model_dir, tmp_path,
+                                                       capsys):
+    out = tmp_path / "r.json"
+    assert run("eval", "--model", tiny_model_dir("llama"), *argv, "--out", out) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rank", "0"], "--rank must be >= 1, got 0"),
+    (["--top-k", "5"], "--top-k must be in [1, 2]"),
+])
+def test_finetune_moe_refuses_impossible_adapters(argv, message, tiny_model_dir, tmp_path,
+                                                  capsys):
+    experts = tmp_path / "e.json"
+    assert run("allocate", "experts", "--method", "uniform", "--total", 4, "--model",
+               tiny_model_dir("llama"), "--out", experts) == 0
+    out = tmp_path / "moe"
+    assert run("finetune-moe", "--model", tiny_model_dir("llama"), "--experts", experts,
+               "--train", "mrpc:validation[0:4]", "--epochs", 1, *argv, "--quiet",
+               "--out", out) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_a_truncated_safetensors_file_is_one_clear_error(tiny_model_dir, files, tmp_path,
+                                                         capsys):
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir("llama"), folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    assert run(*score_args(folder, files, tmp_path / "s")) == 2
+    one_line_error(capsys, "may be truncated or damaged")

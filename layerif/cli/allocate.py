@@ -15,7 +15,7 @@ from ..allocation.expert_methods import (
 )
 from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
 from ..data.calibration import calibration_samples
-from ..options import add_flags, chosen_options
+from ..options import add_flags, chosen_options, finite_float
 from .common import (
     add_aggregate,
     add_calibration_args,
@@ -33,7 +33,7 @@ def add(sub) -> None:
     sp = kinds.add_parser("sparsity", help="per-layer sparsity ratios (alloc.json)")
     sp.add_argument("--method", required=True, choices=list(SPARSITY_METHODS),
                     help="how ratios are allocated across layers")
-    sp.add_argument("--sparsity", type=float, required=True, help="global target in [0, 1)")
+    sp.add_argument("--sparsity", type=finite_float, required=True, help="global target in [0, 1)")
     sp.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
     add_aggregate(sp, None, "which saved aggregate to use (default: the file's `scores`)")
     sp.add_argument("--model", help="model (default: the one named in --scores)")
@@ -70,9 +70,10 @@ def _add_rank_kind(kinds) -> None:
     rk.add_argument("--multiple-of", type=int, default=1,
                     help="every rank is a multiple of this (default 1)")
     add_flags(rk, {n: EXPERT_METHODS[n] for n in rank_methods()})
-    rk.add_argument("--alpha-per-rank", type=float, default=2.0,
+    rk.add_argument("--alpha-per-rank", type=finite_float, default=2.0,
                     help="lora_alpha = this x rank in every layer (default 2: alpha 16 at rank 8)")
-    rk.add_argument("--dropout", type=float, default=0.05, help="lora_dropout (default 0.05)")
+    rk.add_argument("--dropout", type=finite_float, default=0.05,
+                    help="lora_dropout (default 0.05)")
     rk.add_argument("--scores", help="DIR/scores.json from `layerif score` (method layerif)")
     add_aggregate(rk, None, "which saved aggregate to use (default: the file's `scores`)")
     rk.add_argument("--model", help="the model (default: the one named in --scores)")

@@ -8,6 +8,7 @@ import contextlib
 from ..errors import LayerIFError
 from ..influence import AGGREGATES
 from ..influence.aggregate import DEFAULT_AGGREGATE, AggregateError, check_aggregate
+from ..options import finite_float
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,8 +31,44 @@ def add_aggregate(p, default: str | None = DEFAULT_AGGREGATE, help: str = "") ->
                    metavar="{" + ",".join(AGGREGATES) + "}", help=help)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def device_arg(text: str) -> str:
+    """argparse type: cpu, cuda, cuda:N (or mps), refused at once when this machine has no
+    such device (not after the model has loaded)."""
+    import re
+
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N")
+    if text == "cpu":
+        return text
+    import torch
+
+    if text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError("no MPS device here; use --device cpu")
+        return text
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"no CUDA device is available here (torch "
+                                         f"{torch.__version__}); use --device cpu")
+    index = int(text.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"this machine has {torch.cuda.device_count()} CUDA "
+                                         f"device(s), so no {text}")
+    return text
+
+
 def add_device_dtype(p, device_help: str = "cpu, cuda, cuda:1 (default: cuda if any)") -> None:
-    p.add_argument("--device", default=None, help=device_help)
+    p.add_argument("--device", default=None, type=device_arg, help=device_help)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="the model weights' dtype (statistics are fp32 regardless; fp32 is the "
                    "safe choice on CPU)")
@@ -110,7 +147,8 @@ def add_training_args(p) -> None:
                    help="how a task spec reads: the paper's instruction format with answers "
                    "like 'Answer: equivalent.' (default) or lm-eval's gold pairs")
     p.add_argument("--epochs", type=int, default=3, help="passes over the data (default 3)")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    p.add_argument("--lr", type=finite_float, default=3e-4,
+                   help="AdamW learning rate (default 3e-4)")
     p.add_argument("--batch-size", type=int, default=4, help="examples per step (default 4)")
     p.add_argument("--max-length", type=int, default=256, help="token cutoff (default 256)")
     p.add_argument("--seed", type=int, default=0,

@@ -4,7 +4,8 @@ perplexity of a model, optionally with an adapter."""
 from __future__ import annotations
 
 from ..data.calibration import DEFAULT_PERPLEXITY
-from .common import add_device_dtype
+from ..errors import LayerIFError
+from .common import add_device_dtype, positive_int
 
 NAME = "eval"
 
@@ -16,7 +17,7 @@ def add(sub) -> None:
                     "openbookqa", help="comma-separated built-in tasks (default: the seven "
                     "pruning tasks)")
     group = ev.add_mutually_exclusive_group()
-    group.add_argument("--limit", type=int, default=200,
+    group.add_argument("--limit", type=positive_int, default=200,
                        help="the last N validation rows of each task (default 200)")
     group.add_argument("--slice", help="rows a:b of each task's validation split")
     ev.add_argument("--ppl", action="append", default=None,
@@ -47,8 +48,11 @@ def run(args) -> int:
 
     check_writable(args.out)
     ppl = _ppl_sources(args.ppl)
-    specs = evaluation_specs([t.strip() for t in args.tasks.split(",") if t.strip()],
-                             limit=args.limit, rows=args.slice)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise LayerIFError(f"--tasks {args.tasks!r} names no task; give comma-separated "
+                           "built-in tasks (`layerif tasks` lists them).")
+    specs = evaluation_specs(tasks, limit=args.limit, rows=args.slice)
     from ..lora import is_peft_adapter, load_peft_adapter
     from ..moe import load_adapters
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from ..options import finite_float
 from .common import (
     add_dry_run,
     add_training_args,
@@ -23,10 +24,11 @@ def add(sub) -> None:
     ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
     add_training_args(ft)
     ft.add_argument("--rank", type=int, default=8, help="LoRA rank of every expert (default 8)")
-    ft.add_argument("--alpha", type=float, default=16, help="LoRA alpha (default 16)")
-    ft.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    ft.add_argument("--alpha", type=finite_float, default=16, help="LoRA alpha (default 16)")
+    ft.add_argument("--dropout", type=finite_float, default=0.05,
+                    help="LoRA dropout (default 0.05)")
     ft.add_argument("--top-k", type=int, default=2, help="experts routed per token (default 2)")
-    ft.add_argument("--balance-coef", type=float, default=0.001,
+    ft.add_argument("--balance-coef", type=finite_float, default=0.001,
                     help="weight of the load-balancing loss (default 0.001)")
     ft.add_argument("--adapter-dtype", default="float32", choices=("float32", "bfloat16"),
                     help="dtype the adapters and routers train in (default fp32, whatever "

@@ -8,7 +8,8 @@ from ..data.instruct import DATA_FORMATS
 from ..influence import AGGREGATES, ESTIMATORS
 from ..influence.aggregate import describe
 from ..influence.base import MODES, InfluenceArguments
-from .common import add_aggregate, kept_checkpoint
+from ..options import finite_float
+from .common import add_aggregate, device_arg, kept_checkpoint
 
 NAME = "score"
 _DEFAULTS = InfluenceArguments()
@@ -46,16 +47,17 @@ def add(sub) -> None:
     p.add_argument("--mode", default=_DEFAULTS.mode, choices=MODES,
                    help="streaming: memory independent of n; cached: one training pass; "
                    "auto: cached when it fits --cache-gb")
-    p.add_argument("--cache-gb", type=float, default=_DEFAULTS.cache_gb,
+    p.add_argument("--cache-gb", type=finite_float, default=_DEFAULTS.cache_gb,
                    help="memory budget of cached mode in GiB (default: auto picks cached when "
                    "the whole run fits the memory free on the device)")
-    p.add_argument("--damping", type=float, default=_DEFAULTS.damping,
+    p.add_argument("--damping", type=finite_float, default=_DEFAULTS.damping,
                    help="lambda_m = damping * mean ||g||^2 / d_m (DataInf: 0.1)")
     p.add_argument("--max-exact-dim", type=int, default=_DEFAULTS.max_exact_dim,
                    help="the exact estimator refuses matrices with more entries (default 8192)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds everything random (the bootstrap resamples)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="cpu, cuda, cuda:1 (default: cuda if any)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="model weights' dtype; the influence arithmetic is fp32 regardless")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no memory plan")

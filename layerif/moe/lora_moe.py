@@ -99,6 +99,24 @@ class MoEConfig:
     adapter_dtype: str = "float32"  # adapters and routers train in this dtype
     base_fingerprint: dict = field(default_factory=dict)  # the weights they were trained on
 
+    def __post_init__(self) -> None:
+        """Refuse, naming the option, what the layers would otherwise crash on or silently cap
+        (a top-k above every layer's expert count would be stored and mean nothing)."""
+        import math
+
+        if not self.experts or any(not isinstance(e, int) or e < 1 for e in self.experts):
+            raise LayerIFError("every layer needs at least one expert (the allocation's "
+                               "experts).")
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise LayerIFError(f"--rank must be >= 1, got {self.rank}.")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise LayerIFError(f"--alpha must be a number > 0, got {self.alpha}.")
+        if not 0 <= self.dropout < 1:
+            raise LayerIFError(f"--dropout must be in [0, 1), got {self.dropout}.")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= max(self.experts):
+            raise LayerIFError(f"--top-k must be in [1, {max(self.experts)}] (the most experts "
+                               f"any layer has), got {self.top_k}.")
+
 
 def apply_lora_moe(model: nn.Module, config: MoEConfig, seed: int = 0) -> list[str]:
     """Replace every targeted matrix of layer l by a LoRAMoELinear with config.experts[l]
