@@ -28,6 +28,50 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _write_atomic(Path(path), lambda f: f.write(data.encode()))
 
 
+def write_json_files(files: list[tuple[str | os.PathLike, Any]]) -> None:
+    """Several JSON files all or nothing: every one serialised (a non-finite number fails
+    here, before anything is written), then each written to a temporary file beside its target,
+    then all moved into place; on a failure before the moves no target is touched."""
+    staged = []
+    try:
+        for path, obj in files:
+            data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                           dir=path.parent)
+            except OSError as exc:
+                raise _unwritable(path, exc) from exc
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~current_umask())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def refuse_foreign_file(path: str | os.PathLike, is_ours, what: str) -> None:
+    """An existing `path` is replaced only when it is a previous result of this kind
+    (`is_ours(parsed JSON)`); a user's unrelated file is refused, never overwritten."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; --out takes a file name for the {what}.")
+    try:
+        ours = bool(is_ours(json.loads(path.read_text())))
+    except (OSError, ValueError, TypeError, AttributeError):
+        ours = False
+    if not ours:
+        raise OutputError(f"{path} exists and is not a layerif {what}; choose another --out "
+                          "(an unrelated file is never overwritten).")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     _write_atomic(Path(path), lambda f: f.write(text.encode()))

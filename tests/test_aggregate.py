@@ -82,6 +82,10 @@ def test_stability_of_a_dominant_layer_and_of_noise():
     assert profile_stability(noise, "helpful", resamples=100, seed=1).low != n.low
     flat = profile_stability(np.zeros((5, 3)), "harmful", resamples=10)
     assert flat.median_spearman is None and "undefined" in flat.summary()
+    # one example: every resample is the full data; the bootstrap says nothing, and says so
+    one = profile_stability(sharp[:1], "helpful", resamples=50)
+    assert one.median_spearman == pytest.approx(1.0) and not one.stable
+    assert "untested: 1 training example(s) are too few" in one.summary()
 
 
 def test_zero_gradient_is_judged_at_the_rounding_level_of_the_models_dtype():

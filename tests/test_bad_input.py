@@ -313,3 +313,31 @@ def test_a_truncated_safetensors_file_is_one_clear_error(tiny_model_dir, files, 
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     assert run(*score_args(folder, files, tmp_path / "s")) == 2
     one_line_error(capsys, "may be truncated or damaged")
+
+
+def test_allocate_never_overwrites_an_unrelated_file(tiny_model_dir, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    assert run("allocate", "sparsity", "--method", "uniform", "--sparsity", 0.5, "--model",
+               tiny_model_dir("llama"), "--out", notes) == 2
+    one_line_error(capsys, "exists and is not a layerif sparsity allocation")
+    assert notes.read_text() == "my notes\n"
+    # a previous allocation is replaced as before
+    alloc = tmp_path / "a.json"
+    for sparsity in (0.5, 0.6):
+        assert run("allocate", "sparsity", "--method", "uniform", "--sparsity", sparsity,
+                   "--model", tiny_model_dir("llama"), "--out", alloc) == 0
+    assert json.loads(alloc.read_text())["sparsity"] == 0.6
+
+
+def test_allocate_ranks_writes_both_files_or_neither(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    (tmp_path / "r.lora_config.json").mkdir()  # the companion cannot be written
+    assert run("allocate", "ranks", "--method", "uniform", "--budget", 8, "--model",
+               tiny_model_dir("llama"), "--out", out) == 2
+    one_line_error(capsys, "r.lora_config.json is a folder")
+    assert not out.exists()
+    (tmp_path / "r.lora_config.json").rmdir()
+    assert run("allocate", "ranks", "--method", "uniform", "--budget", 8, "--model",
+               tiny_model_dir("llama"), "--out", out) == 0
+    assert out.exists() and (tmp_path / "r.lora_config.json").exists()

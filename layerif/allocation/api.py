@@ -22,7 +22,7 @@ from ..data.provenance import sets_from
 from ..evaluation.overlap import scores_sets
 from ..fingerprint import check_same_model
 from ..influence.aggregate import check_aggregate
-from ..io import write_json
+from ..io import refuse_foreign_file, write_json_files
 from ..models import discover_blocks
 from .expert_methods import ExpertInputs, make_expert_method, make_rank_method
 from .experts import AllocationError
@@ -46,8 +46,14 @@ class AllocationFile:
 
     WHAT = "allocation"
 
-    def save(self, path: str | Path) -> Path:
-        write_json(path, asdict(self))
+    def save(self, path: str | Path, companions: list[tuple[Path, dict]] = ()) -> Path:
+        """Write the allocation (and `companions`, files that belong with it) all or nothing;
+        an existing --out that is not an allocation file is refused."""
+        for target in (path, *(c for c, _ in companions)):
+            refuse_foreign_file(target, lambda d: isinstance(d, dict) and (
+                {"method", "layers"} <= d.keys() or "r" in d or "rank_pattern" in d),
+                self.WHAT)
+        write_json_files([(path, asdict(self)), *companions])
         return Path(path)
 
     def check(self, path: str | Path) -> None:

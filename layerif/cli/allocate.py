@@ -138,7 +138,6 @@ def run(args) -> int:
 
 def _allocate_ranks(args, scores: dict | None, model, fingerprint, options: dict) -> int:
     from ..allocation.api import allocate_ranks
-    from ..io import write_json
     from ..lora import lora_config, lora_config_path
 
     result = allocate_ranks(args.method, args.budget, model, min_rank=args.min_rank,
@@ -149,8 +148,7 @@ def _allocate_ranks(args, scores: dict | None, model, fingerprint, options: dict
     from peft import LoraConfig  # refuse here, not at training, what peft would not take
 
     LoraConfig(**config)
-    result.save(args.out)
-    write_json(lora_config_path(args.out), config)
+    result.save(args.out, companions=[(lora_config_path(args.out), config)])
     print(f"ranks per layer ({result.method}, total {result.budget}): {result.ranks}")
     print(f"wrote {args.out} and {lora_config_path(args.out)}")
     return 0

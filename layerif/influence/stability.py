@@ -17,6 +17,9 @@ import numpy as np
 from .aggregate import aggregate, spearman
 
 STABLE_SPEARMAN = 0.8
+# Below this many training examples a bootstrap mostly redraws the same few (one example: every
+# resample is the full data, Spearman 1 by construction), so it says nothing either way.
+MIN_EXAMPLES = 5
 
 
 @dataclass
@@ -38,13 +41,18 @@ class ProfileStability:
 
     @property
     def stable(self) -> bool:
-        return self.median_spearman is not None and self.median_spearman >= STABLE_SPEARMAN
+        return (self.median_spearman is not None and self.n_train >= MIN_EXAMPLES
+                and self.median_spearman >= STABLE_SPEARMAN)
 
     def summary(self) -> str:
         """One line for the terminal."""
         if self.median_spearman is None:
             return (f"layer ranking undefined: the {self.aggregate!r} profile is the same for "
                     "every layer")
+        if self.n_train < MIN_EXAMPLES:
+            return (f"layer ranking untested: {self.n_train} training example(s) are too few "
+                    f"for the bootstrap to say anything (it needs at least {MIN_EXAMPLES}); "
+                    "score more training examples before allocating from this profile")
         word = "stable" if self.stable else "UNSTABLE"
         line = (f"layer ranking {word}: median Spearman {self.median_spearman:.2f} over "
                 f"{self.resamples} resamples of the {self.n_train} training examples")
