@@ -22,6 +22,7 @@ def small_config(tmp_path: Path, **changes) -> Path:
     raw.update(methods=[{"method": "uniform"},
                         {"method": "layerif", "aggregate": "helpful", "label": "layerif"}],
                seeds=[0], dense=False)
+    raw.pop("sensitivity")  # measured by the smoke test itself
     raw["evaluation"]["slice"] = "0:8"
     raw.update(changes)
     path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"

@@ -53,7 +53,7 @@ def test_bad_model_names(tmp_path):
 
 def test_unknown_hub_id_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match=r"not a built-in name \(smollm2-135m\)"):
+    with pytest.raises(ModelError, match=r"not a built-in name \(smollm2-135m, qwen2.5-coder"):
         load_model("no-such-org/no-such-model-xyz")
 
 
