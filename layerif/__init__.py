@@ -6,11 +6,17 @@
     result.scores        # one score per decoder block (aggregate "helpful" by default)
     result.influence     # (n_train, n_layers) per-example block influences
     result.save("runs/x")
+
+The names below are imported on first use (PEP 562), so that `import layerif` and the CLI's
+`--help` and argument checks do not wait seconds for torch, transformers and scipy.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-import os  # noqa: E402
+import importlib
+import os
+
+__version__ = "0.1.0"
 
 # Large CPU tensors (a pass's activations, cached gradients: GBs each touched once) on
 # transparent huge pages: fewer page faults, ~10% faster cached scoring and ~20% less resident
@@ -19,71 +25,59 @@ import os  # noqa: E402
 # THP_MEM_ALLOC_ENABLE=0 turns it off.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-# The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
-from .allocation.api import allocate_experts, allocate_ranks, allocate_sparsity  # noqa: E402
-from .data import TASKS, Example, TaskSpec, load_examples, load_instruct  # noqa: E402
-from .errors import (  # noqa: E402
-    DataError,
-    EstimatorError,
-    LayerIFError,
-    ModelError,
-    NonFiniteGradientError,
-    OutputError,
-)
-from .evaluation import evaluate_generation, evaluate_model, evaluation_specs  # noqa: E402
-from .influence import (  # noqa: E402
-    AGGREGATES,
-    ESTIMATORS,
-    InfluenceArguments,
-    aggregate,
-    spearman,
-    spearman_per_layer,
-)
-from .lora import finetune_lora, lora_config  # noqa: E402
-from .models import BUILTIN_MODELS, discover_blocks, load_model, load_tokenizer  # noqa: E402
-from .moe import MoEConfig, apply_lora_moe, load_adapters, save_adapters  # noqa: E402
-from .moe.train import FinetuneArguments, finetune_moe  # noqa: E402
-from .pruning import prune_model  # noqa: E402
-from .scoring import LayerScores, score_layers  # noqa: E402
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    # The downstream applications (allocation, pruning, evaluation, LoRA-MoE).
+    "allocate_experts": "allocation.api",
+    "allocate_ranks": "allocation.api",
+    "allocate_sparsity": "allocation.api",
+    "TASKS": "data",
+    "Example": "data",
+    "TaskSpec": "data",
+    "load_examples": "data",
+    "load_instruct": "data",
+    "DataError": "errors",
+    "EstimatorError": "errors",
+    "LayerIFError": "errors",
+    "ModelError": "errors",
+    "NonFiniteGradientError": "errors",
+    "OutputError": "errors",
+    "evaluate_generation": "evaluation",
+    "evaluate_model": "evaluation",
+    "evaluation_specs": "evaluation",
+    "AGGREGATES": "influence",
+    "ESTIMATORS": "influence",
+    "InfluenceArguments": "influence",
+    "aggregate": "influence",
+    "spearman": "influence",
+    "spearman_per_layer": "influence",
+    "finetune_lora": "lora",
+    "lora_config": "lora",
+    "BUILTIN_MODELS": "models",
+    "discover_blocks": "models",
+    "load_model": "models",
+    "load_tokenizer": "models",
+    "MoEConfig": "moe",
+    "apply_lora_moe": "moe",
+    "load_adapters": "moe",
+    "save_adapters": "moe",
+    "FinetuneArguments": "moe.train",
+    "finetune_moe": "moe.train",
+    "prune_model": "pruning",
+    "LayerScores": "scoring",
+    "score_layers": "scoring",
+}
 
-__all__ = [
-    "AGGREGATES",
-    "BUILTIN_MODELS",
-    "ESTIMATORS",
-    "TASKS",
-    "DataError",
-    "EstimatorError",
-    "Example",
-    "FinetuneArguments",
-    "InfluenceArguments",
-    "LayerIFError",
-    "LayerScores",
-    "ModelError",
-    "MoEConfig",
-    "NonFiniteGradientError",
-    "OutputError",
-    "TaskSpec",
-    "__version__",
-    "aggregate",
-    "allocate_experts",
-    "allocate_ranks",
-    "allocate_sparsity",
-    "apply_lora_moe",
-    "discover_blocks",
-    "evaluate_generation",
-    "evaluate_model",
-    "evaluation_specs",
-    "finetune_lora",
-    "finetune_moe",
-    "load_adapters",
-    "load_examples",
-    "load_instruct",
-    "load_model",
-    "load_tokenizer",
-    "lora_config",
-    "prune_model",
-    "save_adapters",
-    "score_layers",
-    "spearman",
-    "spearman_per_layer",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layerif' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

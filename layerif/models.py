@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cache import cache_root
 from .errors import ModelError
 
 # Paths where transformers keeps the decoder blocks, most common first. Anything else is found by
@@ -215,11 +216,6 @@ def discover_blocks(model: nn.Module, params: str = "all") -> list[Block]:
 
 # --------------------------------------------------------------------------------------------
 # Loading
-
-
-def cache_root() -> Path:
-    """Folder for de-quantised weights; `LAYERIF_CACHE` moves it."""
-    return Path(os.environ.get("LAYERIF_CACHE", Path.home() / ".cache" / "layerif"))
 
 
 def _package_dir(package: str) -> Path | None:

@@ -16,6 +16,7 @@ from ..allocation.expert_methods import (
 from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
 from ..data.calibration import calibration_samples
 from ..options import add_flags, chosen_options, finite_float
+from .commands import command_help
 from .common import (
     add_aggregate,
     add_calibration_args,
@@ -27,7 +28,7 @@ NAME = "allocate"
 
 
 def add(sub) -> None:
-    alloc = sub.add_parser("allocate", help="per-layer sparsity ratios or expert counts")
+    alloc = sub.add_parser(NAME, help=command_help(NAME))
     kinds = alloc.add_subparsers(dest="kind", required=True)
 
     sp = kinds.add_parser("sparsity", help="per-layer sparsity ratios (alloc.json)")

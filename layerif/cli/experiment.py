@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .commands import command_help
+
 NAME = "experiment"
 
 
 def add(sub) -> None:
-    ex = sub.add_parser("experiment", help="run a declarative experiment grid (pruning or "
-                        "LoRA-MoE) and report it")
+    ex = sub.add_parser(NAME, help=command_help(NAME))
     actions = ex.add_subparsers(dest="action", required=True)
     run_p = actions.add_parser("run", help="run (or resume) the cells of a config")
     run_p.add_argument("config", help="experiment YAML (see experiments/*.yaml)")

@@ -6,13 +6,14 @@ from __future__ import annotations
 from ..allocation.api import SparsityAllocation
 from ..data.calibration import calibration_samples
 from ..export.llmcompressor import calibration_jsonl, recipe_yaml
+from .commands import command_help
 from .common import add_calibration_args, add_mask_structure_arg
 
 NAME = "export-recipe"
 
 
 def add(sub) -> None:
-    rc = sub.add_parser("export-recipe", help="an allocation as an llm-compressor recipe")
+    rc = sub.add_parser(NAME, help=command_help(NAME))
     rc.add_argument("--allocation", required=True, help="alloc.json from `allocate sparsity`")
     rc.add_argument("--model", help="model (default: the allocation's)")
     rc.add_argument("--modifier", default="sparsegpt", choices=("sparsegpt", "wanda"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from .commands import command_help
 from .common import add_training_args, prepare_finetune, report_training, training_arguments
 
 NAME = "finetune-lora"
 
 
 def add(sub) -> None:
-    fl = sub.add_parser("finetune-lora", help="train a peft LoRA with per-layer ranks")
+    fl = sub.add_parser(NAME, help=command_help(NAME))
     fl.add_argument("--model", required=True, help="the base model (name, folder, .gguf)")
     fl.add_argument("--ranks", required=True, help="ranks.json from `allocate ranks` (its "
                     "LoraConfig, ranks.lora_config.json, is read from beside it)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..options import finite_float
+from .commands import command_help
 from .common import (
     add_dry_run,
     add_training_args,
@@ -19,7 +20,7 @@ NAME = "finetune-moe"
 
 
 def add(sub) -> None:
-    ft = sub.add_parser("finetune-moe", help="train a LoRA-MoE with a per-layer expert allocation")
+    ft = sub.add_parser(NAME, help=command_help(NAME))
     ft.add_argument("--model", required=True, help="the base model (name, folder, .gguf)")
     ft.add_argument("--experts", required=True, help="experts.json from `allocate experts`")
     add_training_args(ft)

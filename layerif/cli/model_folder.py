@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .commands import command_help
+
 NAME = "model-folder"
 
 
 def add(sub) -> None:
-    mf = sub.add_parser("model-folder", help="print the Hugging Face folder a model argument "
-                        "loads from, for tools that take a folder (llm-compressor, vLLM)")
+    mf = sub.add_parser(NAME, help=command_help(NAME))
     mf.add_argument("model", help="a built-in name or .gguf (de-quantised once into the cache), "
                     "or a model folder")
 

@@ -11,6 +11,7 @@ from ..data.calibration import calibration_samples
 from ..errors import LayerIFError
 from ..options import add_flags, chosen_options
 from ..pruning.pruners import PRUNERS, make_pruner
+from .commands import command_help
 from .common import (
     add_calibration_args,
     add_device_dtype,
@@ -24,7 +25,7 @@ NAME = "prune"
 
 
 def add(sub) -> None:
-    pr = sub.add_parser("prune", help="prune a model with an allocation (HF folder + pruning.json)")
+    pr = sub.add_parser(NAME, help=command_help(NAME))
     pr.add_argument("--model", required=True, help="the model to prune (name, folder, .gguf)")
     pr.add_argument("--allocation", required=True, help="alloc.json")
     pr.add_argument("--pruner", required=True, choices=list(PRUNERS),

@@ -9,6 +9,7 @@ from ..influence import AGGREGATES, ESTIMATORS
 from ..influence.aggregate import describe
 from ..influence.base import MODES, InfluenceArguments
 from ..options import finite_float
+from .commands import command_help
 from .common import add_aggregate, device_arg, kept_checkpoint
 
 NAME = "score"
@@ -17,8 +18,7 @@ _DEFAULTS = InfluenceArguments()
 
 def add(sub) -> None:
     p = sub.add_parser(
-        "score",
-        help="layer-wise influence scores of a model for training/validation data",
+        NAME, help=command_help(NAME),
         description="Compute per-example, per-layer influences and one score per layer; writes "
         "DIR/scores.json and DIR/influence.npy atomically. Data-parallel over N processes: "
         "torchrun --nproc_per_node N -m layerif score ... (gloo on CPU, nccl on CUDA).",

@@ -3,6 +3,7 @@ every level (sensitivity/measure.py), written to DIR/sensitivity.json with its h
 
 from __future__ import annotations
 
+from .commands import command_help
 from .common import add_device_dtype, add_dry_run, kept_checkpoint
 
 NAME = "sensitivity"
@@ -14,7 +15,7 @@ def add(sub) -> None:
     from ..pruning.pruners import PRUNERS
 
     p = sub.add_parser(
-        "sensitivity", help="measure each block's NLL increase when pruned alone",
+        NAME, help=command_help(NAME),
         description="For every block l and level s, prune block l alone to s (the pruner's "
         "statistics from the dense model's inputs on calibration windows) and measure the mean "
         "token NLL on held windows: D_l(s) = NLL - NLL(dense), with a bootstrap interval over "

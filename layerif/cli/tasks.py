@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .commands import command_help
+
 NAME = "tasks"
 
 
 def add(sub) -> None:
-    sub.add_parser("tasks", help="list the built-in tasks and where their data comes from")
+    sub.add_parser(NAME, help=command_help(NAME))
 
 
 def run(_args) -> int:

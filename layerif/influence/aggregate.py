@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from ..errors import LayerIFError
 
@@ -94,6 +93,8 @@ def spearman(a, b) -> float:
         raise ValueError(f"need two vectors of the same length >= 2, got {a.shape} and {b.shape}")
     if np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
+    from scipy import stats  # here, not at the top: the CLI's parsers import this module
+
     return float(stats.spearmanr(a, b).statistic)
 
 
