@@ -49,6 +49,8 @@ evaluated by generative and log-likelihood accuracy:
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,8 +132,17 @@ CALIBRATION_KEYS = {"source", "nsamples", "seqlen"}
 EVALUATION_KEYS = {"tasks", "limit", "slice", "ppl", "ppl_seqlen", "batch_size"}
 
 
+MODEL_KEYS = {"random", "config", "tokenizer", "init_scale", "seed"}
+
+
 def _fail(path: str, key: str, message: str):
     raise ConfigError(f"{path}: {key}: {message}")
+
+
+def _as_keys(message: str) -> str:
+    """A component's message in config words: its CLI flags (--max-ratio) as the keys that set
+    them here (max_ratio)."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
 def _known(path: str, where: str, given: dict, known: set) -> None:
@@ -154,11 +165,28 @@ def load_config(path: str | Path) -> ExperimentConfig | MoEExperimentConfig:
 
 def _read(path: str) -> dict:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file.") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t "
+                          f"UTF-8 {path} > config.yaml).")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}); give a YAML file, "
+                          f"saved as UTF-8.") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{path}: {where}not valid YAML ({problem}"
+                          f"{f', {context}' if context else ''}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys (name, model, methods, ...).")
     return raw
@@ -180,7 +208,7 @@ def _methods(path: str, raw: list, make) -> list[MethodSpec]:
             make(m["method"], **options)
             aggregate = check_aggregate(m["aggregate"]) if m.get("aggregate") else None
         except LayerIFError as exc:
-            _fail(path, where, str(exc))
+            _fail(path, where, _as_keys(str(exc)))
         if aggregate and m["method"] != "layerif":
             _fail(path, where, "aggregate applies to method layerif only.")
         methods.append(MethodSpec(m["method"], options, aggregate, str(m.get("label", ""))))
@@ -190,6 +218,48 @@ def _methods(path: str, raw: list, make) -> list[MethodSpec]:
     if not methods:
         _fail(path, "methods", "give at least one method.")
     return methods
+
+
+def _numbers(path: str, key: str, values, kind: type) -> list:
+    """A list of numbers of `kind` (a YAML scalar counts as a list of one)."""
+    values = values if isinstance(values, list) else [values]
+    try:
+        numbers = [kind(v) for v in values if not isinstance(v, bool)]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != len(values) or (kind is int and numbers != values) or any(
+            not math.isfinite(v) for v in numbers):
+        _fail(path, key, f"give a list of {'whole ' if kind is int else ''}numbers, got "
+                         f"{values!r}.")
+    return numbers
+
+
+def _check_model(path: str, model) -> None:
+    """A model name, or the spec of a random model (its keys checked)."""
+    if isinstance(model, str) and model:
+        return
+    if not isinstance(model, dict) or "random" not in model:
+        _fail(path, "model", "give a model name, folder or .gguf, or {random: ARCH, config: "
+                             "{...}, tokenizer: NAME}.")
+    _known(path, "model", model, MODEL_KEYS)
+    if not isinstance(model.get("config", {}), dict):
+        _fail(path, "model.config", "give a mapping of the architecture's config fields.")
+
+
+def _random_model_layers(model) -> int | None:
+    """The block count of a random model's spec when it names one (else None: known only once
+    the model is loaded)."""
+    if isinstance(model, dict):
+        layers = model.get("config", {}).get("num_hidden_layers")
+        return layers if isinstance(layers, int) else None
+    return None
+
+
+def _evaluation(path: str, raw: dict, known: set) -> dict:
+    evaluation = _section(path, raw, "evaluation", known)
+    if evaluation.get("slice") is not None and evaluation.get("limit") is not None:
+        _fail(path, "evaluation", "give slice (which rows) or limit (the first N), not both.")
+    return evaluation
 
 
 def _section(path: str, raw: dict, key: str, known: set) -> dict:
@@ -208,6 +278,7 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
     for key in ("name", "model", "methods", "pruners", "sparsities"):
         if key not in raw:
             _fail(path, key, "missing.")
+    _check_model(path, raw["model"])
     methods = _methods(path, raw["methods"], make_sparsity_method)
     pruners = []
     for i, p in enumerate(raw["pruners"] or []):
@@ -216,12 +287,17 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
         try:
             make_pruner(p.get("name"), **options)
         except LayerIFError as exc:
-            _fail(path, f"pruners[{i}]", str(exc))
+            _fail(path, f"pruners[{i}]", _as_keys(str(exc)))
         pruners.append(PrunerSpec(p["name"], options))
-    sparsities = [float(s) for s in raw["sparsities"]]
+    sparsities = _numbers(path, "sparsities", raw["sparsities"], float)
     if not sparsities or any(not 0 < s < 1 for s in sparsities):
         _fail(path, "sparsities", "give targets in (0, 1).")
-    seeds = [int(s) for s in raw.get("seeds", [0])]
+    for m in methods:
+        cap = SPARSITY_METHODS[m.method].max_target
+        if cap < 1 and max(sparsities) > cap:
+            _fail(path, "sparsities", f"{max(sparsities)} is above method {m.name}'s largest "
+                  f"target {cap} (no block is pruned to more); give targets <= {cap}.")
+    seeds = _numbers(path, "seeds", raw.get("seeds", [0]), int)
     scoring = dict(raw.get("scoring") or {})
     _known(path, "scoring", scoring, SCORING_KEYS)
     slices = list(scoring.pop("slices", []) or [])
@@ -233,7 +309,7 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
     slices = _with_n_train(path, slices, scoring.pop("n_train", None))
     sensitivity = _sensitivity(path, raw, methods, pruners)
     calibration = _section(path, raw, "calibration", CALIBRATION_KEYS)
-    evaluation = _section(path, raw, "evaluation", EVALUATION_KEYS)
+    evaluation = _evaluation(path, raw, EVALUATION_KEYS)
     if not evaluation.get("tasks") and not evaluation.get("ppl"):
         _fail(path, "evaluation", "give tasks, ppl or both.")
     return ExperimentConfig(
@@ -306,6 +382,7 @@ def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
     for key in ("name", "model", "tasks", "methods"):
         if key not in raw:
             _fail(path, key, "missing.")
+    _check_model(path, raw["model"])
     methods = _methods(path, raw["methods"], make_expert_method)
     tasks = []
     for i, t in enumerate(raw["tasks"] or []):
@@ -320,6 +397,10 @@ def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
     total = raw.get("total")
     if total is not None and (not isinstance(total, int) or total < 1):
         _fail(path, "total", "give a positive number of experts.")
+    layers = _random_model_layers(raw["model"])
+    if total is not None and layers is not None and total < layers:
+        _fail(path, "total", f"{total} experts are fewer than the model's {layers} layers "
+                             f"(each needs at least 1); give total >= {layers}.")
     if total is None and any(EXPERT_METHODS[m.method].gives_weights for m in methods):
         _fail(path, "total", "methods that weight layers need the total number of experts.")
     training = _section(path, raw, "training", TRAINING_KEYS)
@@ -330,8 +411,9 @@ def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
     scoring = _section(path, raw, "scoring", SCORING_KEYS - {"slices"})
     return MoEExperimentConfig(
         name=str(raw["name"]), model=raw["model"], tasks=tasks, methods=methods, total=total,
-        seeds=[int(s) for s in raw.get("seeds", [0])], scoring=scoring, training=training,
+        seeds=_numbers(path, "seeds", raw.get("seeds", [0]), int), scoring=scoring,
+        training=training,
         lora=_section(path, raw, "lora", LORA_KEYS),
-        evaluation=_section(path, raw, "evaluation", MOE_EVALUATION_KEYS),
+        evaluation=_evaluation(path, raw, MOE_EVALUATION_KEYS),
         base=bool(raw.get("base", True)), keep_models=bool(raw.get("keep_models", False)),
         path=path)

@@ -50,6 +50,19 @@ def evaluation_spec(task: str, evaluation: dict):
     return spec
 
 
+def _check_total(config: MoEExperimentConfig, model: str) -> None:
+    """`total` against the model's block count, before the first score (a named model's count
+    is known only from its config)."""
+    from ..models import discover_blocks, load_skeleton
+    from .config import ConfigError
+
+    layers = len(discover_blocks(load_skeleton(model)))
+    if config.total is not None and config.total < layers:
+        raise ConfigError(f"{config.path}: total: {config.total} experts are fewer than the "
+                          f"model's {layers} layers (each needs at least 1); give total >= "
+                          f"{layers}.")
+
+
 def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = True
                  ) -> RunSummary:
     """Run (or resume) the LoRA-MoE grid of `config` in `out`; returns what was computed."""
@@ -60,6 +73,7 @@ def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = 
     _refuse_overlaps(config, specs)
     store = CellStore(out, progress=print if progress else None)
     model = _model(config, store)
+    _check_total(config, model)
     model_id = config.model
     grid = [(seed, method, t) for seed in config.seeds for method in config.methods
             for t in config.tasks]

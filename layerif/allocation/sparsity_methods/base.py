@@ -25,6 +25,8 @@ from ..experts import AllocationError
 
 # What a method may read; the CLI loads only what the chosen method needs.
 NEEDS = ("scores", "weights", "calibration")
+# No block is pruned to more than this, so no global target above it can be met.
+MAX_RATIO = 0.99
 
 
 @dataclass
@@ -46,6 +48,7 @@ class SparsityInputs:
 class SparsityMethod(Component, ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
+    max_target: ClassVar[float] = MAX_RATIO  # the largest global target it can meet
 
     def requires(self) -> tuple[str, ...]:
         """What this configured method reads: its class's `needs`, plus what its arguments

@@ -11,6 +11,7 @@ from .base import SparsityInputs, SparsityMethod, register
 @register
 class Uniform(SparsityMethod):
     name = "uniform"
+    max_target = 1.0  # exclusive: every block at the target itself, below 1
 
     def ratios(self, sparsity: float, inputs: SparsityInputs) -> tuple[np.ndarray, dict]:
         check_target(sparsity, max(sparsity, 0.99))
