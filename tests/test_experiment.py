@@ -4,6 +4,7 @@ seconds), what a changed setting recomputes, a killed run, a damaged cell, the r
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,36 @@ def test_report_tables_and_csv(first_run, capsys):
     assert write_report(out)  # again: the same files, atomically replaced
 
 
+def test_report_leaves_out_an_edited_cell_and_says_so(first_run, tmp_path, capsys):
+    """`experiment report` checks each cell as `experiment run` does: an eval.json edited by
+    hand (acc 0.25 -> 0.27) is named, left out of results.csv and tables.md, never printed."""
+    _, _, out, _ = first_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    row = next(r for r in manifest["rows"] if r["method"] == "uniform")
+    path = run / "cells" / "eval" / row["eval"] / "eval.json"
+    result = json.loads(path.read_text())
+    task = next(iter(result["tasks"].values()))
+    task["acc"] = round(task["acc"] + 0.02, 6)  # what a hand edit does
+    path.write_text(json.dumps(result))
+    capsys.readouterr()
+    assert main(["experiment", "report", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"cells/eval/{row['eval']} is damaged (eval.json does not match its recorded hash)" \
+        in err
+    csv_rows = (run / "results.csv").read_text().splitlines()
+    slice_ = "" if row["slice"] is None else row["slice"]
+    edited = f"uniform,{slice_},{row['pruner']},{row['sparsity']},{row['seed']},"
+    assert not any(r.startswith(edited) for r in csv_rows)
+    assert any(r.startswith("layerif,") for r in csv_rows)  # the other rows stay
+    tables = (run / "tables.md").read_text()
+    assert "left out: damaged cells" in tables and row["eval"] in tables
+    # the intact folder's report has no such note
+    assert main(["experiment", "report", str(out)]) == 0
+    assert "left out" not in (out / "tables.md").read_text()
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"methods": [{"method": "nope"}]}, "methods[0]: unknown sparsity method 'nope'"),
     ({"methods": [{"method": "dlp", "alpha": 0.9}]}, "methods[0]: DLP's alpha must be in"),
@@ -157,6 +188,14 @@ def test_report_tables_and_csv(first_run, capsys):
     ({"sparsities": [1.5]}, "sparsities: give targets in (0, 1)"),
     ({"scoring": {"max_length": 64}}, "scoring.slices: layerif methods need at least one"),
     ({"colour": "red"}, "top level: unknown key colour"),
+    ({"model": {"random": "llama", "colour": "red"}}, "model: unknown key colour"),
+    ({"sparsities": [0.995]}, "sparsities: 0.995 is above method layerif's largest target"),
+    ({"sparsities": ["x"]}, "sparsities: give a list of numbers"),
+    ({"seeds": [0.5]}, "seeds: give a list of whole numbers"),
+    ({"methods": [{"method": "layerif", "epsilon": 2}]},
+     "methods[0]: epsilon must be a number in [-1, 1]"),
+    ({"evaluation": {"tasks": ["arc_easy"], "slice": "0:8", "limit": 8}},
+     "evaluation: give slice (which rows) or limit (the first N), not both"),
 ])
 def test_config_errors_name_the_key(tmp_path, change, message, capsys):
     path = small_config(tmp_path, **change)

@@ -37,6 +37,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cell_damage(folder: Path) -> str | None:
+    """Why the cell in `folder` cannot be trusted (its cell.json unreadable, or an artefact
+    not matching its recorded SHA-256), or None when it is intact."""
+    try:
+        cell = json.loads((folder / CELL_FILE).read_text())
+        for name, digest in cell["hashes"].items():
+            if file_sha256(folder / name) != digest:
+                return f"{name} does not match its recorded hash"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{CELL_FILE} is unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
 class CellStore:
     """The cells of one experiment folder; `executed` lists what this process computed."""
 
@@ -79,17 +92,13 @@ class CellStore:
         folder = self.folder(kind, key)
         if not folder.is_dir():
             return None
-        try:
-            cell = json.loads((folder / CELL_FILE).read_text())
-            for name, digest in cell["hashes"].items():
-                if file_sha256(folder / name) != digest:
-                    raise ValueError(f"{name} does not match its recorded hash")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("cell %s/%s is damaged (%s); recomputing it", kind, key, exc)
+        damage = cell_damage(folder)
+        if damage:
+            log.warning("cell %s/%s is damaged (%s); recomputing it", kind, key, damage)
             self.corrupt.append(f"{kind}/{key}")
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        return cell
+        return json.loads((folder / CELL_FILE).read_text())
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
             hashed: tuple[str, ...] = ()) -> tuple[str, dict]:

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from ..errors import LayerIFError
 from ..evaluation.paired import bootstrap_interval
 from ..io import write_text
+from .cells import cell_damage
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
 from .sensitivity_report import sensitivity_section
@@ -50,13 +52,48 @@ def _windows(result: dict) -> dict[str, np.ndarray]:
             for source, p in result.get("perplexity", {}).items()}
 
 
+def damaged_cells(out: str | Path, manifest: dict) -> dict[str, str]:
+    """{"kind/key": why} for every cell the manifest names that fails the runner's own check
+    (cells.cell_damage: an edited or truncated artefact), so that a report never shows a number
+    `experiment run` would refuse to reuse."""
+    named = [("scores", k) for k in manifest.get("scores") or []]
+    named += [("sensitivity", manifest["sensitivity"])] if manifest.get("sensitivity") else []
+    named += [("additivity", k) for k in manifest.get("additivity") or []]
+    for row in manifest["rows"]:
+        named += [(kind, row[kind]) for kind in ("eval", "allocation") if row.get(kind)]
+    damaged = {}
+    for kind, key in dict.fromkeys(named):
+        why = cell_damage(Path(out) / "cells" / kind / key)
+        if why:
+            damaged[f"{kind}/{key}"] = why
+    return damaged
+
+
 def collect(out: str | Path) -> tuple[dict, list[dict]]:
-    """(manifest, one record per evaluated row with its eval results)."""
+    """(manifest, one record per evaluated row with its eval results). Rows whose evaluation or
+    allocation cell is damaged are left out (and warned about); the manifest's `damaged` lists
+    every damaged cell it names, and its scores, sensitivity and additivity keys lose theirs."""
     path = Path(out) / MANIFEST
     if not path.is_file():
         raise LayerIFError(f"{out}: no {MANIFEST}; run `layerif experiment run CONFIG --out "
                            f"{out}` first.")
     manifest = json.loads(path.read_text())
+    damaged = damaged_cells(out, manifest)
+    for cell, why in damaged.items():
+        print(f"warning: {out}/cells/{cell} is damaged ({why}); the report leaves it out and "
+              f"`layerif experiment run` recomputes it.", file=sys.stderr)
+    manifest["damaged"] = damaged
+
+    def intact(kind: str, key: str | None) -> bool:
+        return not key or f"{kind}/{key}" not in damaged
+
+    if not intact("sensitivity", manifest.get("sensitivity")) or any(
+            not intact("scores", k) for k in manifest.get("scores") or []):
+        manifest["sensitivity"] = None  # its section reads these cells
+    manifest["additivity"] = [k for k in manifest.get("additivity") or []
+                              if intact("additivity", k)]
+    manifest["rows"] = [r for r in manifest["rows"]
+                        if intact("eval", r["eval"]) and intact("allocation", r.get("allocation"))]
     records = []
     for row in manifest["rows"]:
         try:
@@ -148,6 +185,7 @@ def write_report(out: str | Path) -> list[Path]:
     section, sensitivity_figures = sensitivity_section(out, manifest)
     if section:
         parts += [section, ""]
+    parts += _damaged_note(manifest)
     parts.append(stage_times(out))
     markdown = "\n".join(parts) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
@@ -159,12 +197,22 @@ def write_report(out: str | Path) -> list[Path]:
     return [*paths, *(p for _, p in figures), out / "report.html"]
 
 
+def _damaged_note(manifest: dict) -> list[str]:
+    if not manifest.get("damaged"):
+        return []
+    lines = ["**left out: damaged cells** (an artefact does not match its recorded SHA-256; "
+             "`layerif experiment run` recomputes them)", ""]
+    lines += [f"- cells/{cell}: {why}" for cell, why in manifest["damaged"].items()]
+    return [*lines, ""]
+
+
 def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Path]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "task", "seed", "metric", "value", "n"])
     writer.writerows(moe_csv_rows(records))
-    markdown = moe_markdown(manifest, records) + "\n" + stage_times(out) + "\n"
+    markdown = "\n".join([moe_markdown(manifest, records), "", *_damaged_note(manifest),
+                          stage_times(out)]) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], buffer.getvalue())
     write_text(paths[1], markdown)
