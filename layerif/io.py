@@ -103,6 +103,21 @@ def _write_atomic(path: Path, writer) -> None:
         raise
 
 
+def read_utf8(path: str | os.PathLike, error: type[Exception]) -> str:
+    """The text of file `path` (UTF-8; a byte-order mark is not text), or `error` with one line
+    naming the file and the fix: UTF-16 (what some Windows editors save) gets the command that
+    converts it, other bytes the offset of the first one that is not UTF-8."""
+    data = Path(path).read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"{path}: is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8 "
+                    f"{path} > converted{Path(path).suffix}) and give that file.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                    f"UTF-8.") from None
+
+
 def current_umask() -> int:
     """The process umask (read without changing it where /proc tells it)."""
     with contextlib.suppress(OSError, ValueError):
@@ -114,14 +129,15 @@ def current_umask() -> int:
     return mask
 
 
-def _unwritable(path: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write {path} ({exc.strerror or exc}); choose an --out in a "
+def _unwritable(path: Path, exc: OSError, flag: str = "--out") -> OutputError:
+    return OutputError(f"cannot write {path} ({exc.strerror or exc}); choose a {flag} in a "
                        "folder you can write to.")
 
 
-def check_writable(path: str | os.PathLike) -> None:
+def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
     """Fail now, before any expensive work, if `path` (a file or folder to be created or
-    replaced) cannot be written: its parent is created and a probe file made and removed."""
+    replaced, given by option `flag`) cannot be written: its parent is created and a probe file
+    made and removed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,10 +145,10 @@ def check_writable(path: str | os.PathLike) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise _unwritable(path, exc) from exc
+        raise _unwritable(path, exc, flag) from exc
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write {path} (it exists and is read-only); choose another "
-                          "--out.")
+                          f"{flag}.")
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from torch import nn
 
 from .cache import cache_root
 from .errors import ModelError
+from .io import current_umask
 
 # Paths where transformers keeps the decoder blocks, most common first. Anything else is found by
 # the generic scan in `discover_blocks`.
@@ -277,6 +278,7 @@ def _assembled_gguf(name: str, spec: BuiltinModel) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the cache follows the umask
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as sink:
@@ -314,6 +316,7 @@ def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
     _check_gguf_header(gguf)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
     try:
         with _gguf_errors(gguf):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

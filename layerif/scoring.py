@@ -29,7 +29,7 @@ from .data import (
     make_batches,
 )
 from .data.encode import predicting_positions
-from .data.provenance import ContentSet, content_set, overlap
+from .data.provenance import ContentSet, check_disjoint, content_set
 from .errors import DataError, NonFiniteGradientError, OutputError
 from .fingerprint import model_fingerprint
 from .influence import ESTIMATORS, InfluenceArguments, all_aggregates
@@ -359,10 +359,9 @@ def _prepare(model, train, val, args: InfluenceArguments, *, tokenizer, device, 
 
     train_examples, train_name, train_set = _as_examples(train, "train", data_format)
     val_examples, val_name, val_set = _as_examples(val, "val", data_format)
-    shared = overlap(val_set, train_set)
-    if shared:
-        log.warning("%d validation examples share content with the training data (e.g. %s = %s)",
-                    len(shared), *shared[0])
+    # Influence of training data on itself is not what a layer score measures: refused as
+    # every other overlap between the sets of one pipeline is.
+    check_disjoint([val_set], [train_set])
     train_enc = encode_examples(train_examples, tokenizer, args.max_length)
     val_enc = encode_examples(val_examples, tokenizer, args.max_length)
     n_trunc = sum(e.truncated for e in train_enc + val_enc)

@@ -99,6 +99,7 @@ def train_adapters(
     extra_loss: Callable[[], torch.Tensor] | None = None,
     after_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], float]:
     """Train `model`'s trainable parameters on `train_examples` (mean token NLL of the answers).
 
@@ -106,7 +107,9 @@ def train_adapters(
     when its key equals this one. extra_loss: added to each step's loss (LoRA-MoE's balancing
     loss). after_step(step): called after each optimiser step while the gradients are still
     there (AdaLoRA's rank update, which reads them and then masks the updated singular values;
-    called before the step, the step would undo its mask).
+    called before the step, the step would undo its mask). on_epoch({"epoch", "loss"}): called
+    as each epoch ends (and for each one a resumed checkpoint had finished), so that a caller
+    can report it at once.
     Returns (per-epoch history [{"epoch", "loss"}], seconds)."""
     ckpt_dir = checkpoint_dir(out_dir)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -121,6 +124,9 @@ def train_adapters(
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"] + 1, state["history"]
             log.info("resuming after epoch %d from %s", state["epoch"] + 1, ckpt_dir)
+    report = on_epoch or (lambda _entry: None)
+    for entry in history:
+        report(entry)
     device = next(p for p in model.parameters() if p.requires_grad).device
     step = start_epoch * -(-len(encoded) // args.batch_size)
     t0 = time.perf_counter()
@@ -148,6 +154,7 @@ def train_adapters(
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
         history.append({"epoch": epoch + 1, "loss": sum(running) / len(running)})
         _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key)
+        report(history[-1])
     model.eval()
     return history, time.perf_counter() - t0
 

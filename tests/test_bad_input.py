@@ -231,7 +231,8 @@ def test_python_api_never_returns_nan(tiny_models, tokenizer):
 
     examples = [Example(f"e{i}", prompt=r["prompt"], completion=r["completion"])
                 for i, r in enumerate(SINGLE_TOKENS)]
-    result = layerif.score_layers(tiny_models("llama"), examples, examples, tokenizer=tokenizer,
+    val = [Example("v0", prompt="G", completion=" H")]  # disjoint from the training examples
+    result = layerif.score_layers(tiny_models("llama"), examples, val, tokenizer=tokenizer,
                                   progress=False)
     assert np.isfinite(result.influence).all() and len(result.zero_gradient_matrices) == 4
     assert sys.float_info.max > np.abs(result.scores).max()

@@ -199,9 +199,12 @@ def prepare_finetune(args, alloc: dict, alloc_path: str):
     return model, tokenizer, examples, fingerprint, [*recorded, train_set]
 
 
+def print_epoch(entry: dict) -> None:
+    """One line as each epoch ends, flushed (a redirected log shows it then, not at exit)."""
+    print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}", flush=True)
+
+
 def report_training(summary: dict, out: str) -> int:
-    for h in summary["history"]:
-        print(f"epoch {h['epoch']}: loss {h['loss']:.4f}")
     print(f"{summary['seconds']:.1f} s; wrote {out}")
     return 0
 

@@ -28,12 +28,23 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import LayerIFError
+    from ..fingerprint import check_same_model, fingerprint_from_files
     from ..io import check_writable, write_text
     from ..models import discover_blocks, load_skeleton
 
     check_writable(args.out)
+    if args.write_calibration:
+        check_writable(args.write_calibration, "--write-calibration")
     alloc = SparsityAllocation.load(args.allocation)
-    skeleton = load_skeleton(args.model or alloc.model)  # block paths from the config only
+    model = args.model or alloc.model
+    skeleton = load_skeleton(model)  # block paths from the config only
+    n_blocks = len(discover_blocks(skeleton))
+    if len(alloc.ratios) != n_blocks:
+        raise LayerIFError(f"{args.allocation} has {len(alloc.ratios)} layer ratios but {model} "
+                           f"has {n_blocks} blocks; allocate for this model.")
+    # As `prune` does: a recipe for other weights than the allocation's is refused.
+    check_same_model(alloc.model_fingerprint, fingerprint_from_files(model), args.allocation)
     calibration = {"source": args.calibration, "nsamples": args.nsamples,
                    "seqlen": args.seqlen, "seed": args.seed}
     text = recipe_yaml(alloc, [b.path for b in discover_blocks(skeleton)], args.modifier,
@@ -41,7 +52,6 @@ def run(args) -> int:
     if args.write_calibration:
         from ..models import load_tokenizer
 
-        check_writable(args.write_calibration)
         windows = calibration_samples(load_tokenizer(args.model or alloc.model),
                                       args.calibration, args.nsamples, args.seqlen, args.seed)
         write_text(args.write_calibration, calibration_jsonl(windows))

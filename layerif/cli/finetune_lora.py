@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .commands import command_help
-from .common import add_training_args, prepare_finetune, report_training, training_arguments
+from .common import (
+    add_training_args,
+    prepare_finetune,
+    print_epoch,
+    report_training,
+    training_arguments,
+)
 
 NAME = "finetune-lora"
 
@@ -39,5 +45,6 @@ def run(args) -> int:
                   "base_model": args.model, "base_fingerprint": fingerprint,
                   "provenance": [c.to_dict() for c in sets]}
     summary = finetune_lora(model, tokenizer, config, examples, args.out, train_args,
-                            progress=not args.quiet, provenance=provenance)
+                            progress=not args.quiet, provenance=provenance,
+                           on_epoch=print_epoch)
     return report_training(summary, args.out)

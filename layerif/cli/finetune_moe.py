@@ -10,6 +10,7 @@ from .common import (
     add_dry_run,
     add_training_args,
     prepare_finetune,
+    print_epoch,
     report_training,
     resolve_device,
     show_plan,
@@ -56,7 +57,8 @@ def run(args) -> int:
                   "scores": alloc.parameters.get("scores"),
                   "provenance": [c.to_dict() for c in sets]}
     summary = finetune_moe(model, tokenizer, config, examples, args.out, train_args,
-                           progress=not args.quiet, provenance=provenance)
+                           progress=not args.quiet, provenance=provenance,
+                           on_epoch=print_epoch)
     return report_training(summary, args.out)
 
 

@@ -82,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "quiet", False):
+        # Before tqdm is first imported: it reads TQDM_* then (every bar of every library, the
+        # GGUF de-quantisation's included, takes it as its default).
+        os.environ["TQDM_DISABLE"] = "1"
+        import warnings
+
         import datasets
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         datasets.disable_progress_bars()
-        os.environ["TQDM_DISABLE"] = "1"  # bars of libraries that take tqdm's defaults
+        warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' notices
     out = getattr(args, "out", None)
     lock = (output_lock(out, shlex.join(["layerif", *argv]), wait=args.wait)
             if out and not is_secondary_rank() else contextlib.nullcontext())

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..io import read_utf8
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,7 @@ def text_file(source: str) -> str:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+    text = read_utf8(path, DataError)
     if not text.strip():
         raise DataError(f"{path}: the file is empty; give a text file with some prose.")
     return text

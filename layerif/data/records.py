@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..io import read_utf8
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv")
 _FIX = 'each record needs "text", or "prompt" and "completion" (strings)'
@@ -63,10 +64,7 @@ def load_file(path: str | Path) -> list[Example]:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise DataError(f"{path}: unknown file type {suffix!r}; use one of {FILE_SUFFIXES}.")
-    try:
-        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not data
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+    content = read_utf8(path, DataError)
     if not content.strip():
         raise DataError(f"{path}: the file is empty; it needs at least one record ({_FIX}).")
     reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv}[suffix]

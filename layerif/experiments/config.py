@@ -57,6 +57,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import LayerIFError
+from ..io import read_utf8
 
 
 class ConfigError(LayerIFError):
@@ -164,20 +165,12 @@ def load_config(path: str | Path) -> ExperimentConfig | MoEExperimentConfig:
 
 
 def _read(path: str) -> dict:
+    if Path(path).is_dir():
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file.")
     try:
-        data = Path(path).read_bytes()
+        text = read_utf8(path, ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file.") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; give the config's YAML file.") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ConfigError(f"{path}: is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t "
-                          f"UTF-8 {path} > config.yaml).")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}); give a YAML file, "
-                          f"saved as UTF-8.") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

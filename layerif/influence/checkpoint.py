@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import torch
 
+from ..io import current_umask
 from .distributed import DataParallel
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class StepCache:
         value = compute()
         fd, tmp = tempfile.mkstemp(prefix=f".{step}.", dir=self.folder)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs follow the umask
         try:
             torch.save(value, tmp)
             os.replace(tmp, path)

@@ -9,6 +9,7 @@ the initial A matrices from torch's global generator, seeded here with the run's
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,14 +33,17 @@ def wrap_lora(model, config: dict, seed: int = 0):
 
 def finetune_lora(model, tokenizer, config: dict, train_examples, out_dir: str | Path,
                   args: FinetuneArguments | None = None, progress: bool = True, *,
-                  provenance: dict | None = None) -> dict:
+                  provenance: dict | None = None,
+                  on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train a peft LoRA (LoraConfig keyword arguments `config`) on `train_examples`; writes
     out_dir (peft's adapter_config.json and adapter_model.safetensors, plus training.json with
-    `provenance`, the history and the base model's fingerprint)."""
+    `provenance`, the history and the base model's fingerprint). on_epoch: called with
+    {"epoch", "loss"} as each epoch ends."""
     args = args or FinetuneArguments()
     peft_model = wrap_lora(model, config, args.seed)
     history, seconds = train_adapters(peft_model, tokenizer, train_examples, args, out_dir,
-                                      {"lora_config": config}, progress=progress)
+                                      {"lora_config": config}, progress=progress,
+                                      on_epoch=on_epoch)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     summary = {**(provenance or {}), "history": history, "seconds": round(seconds, 2),
                "arguments": asdict(args), "trainable_parameters": trainable}

@@ -4,6 +4,7 @@ alpha 16, dropout 0.05, lr 3e-4, all seven projections) on the shared loop of la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,17 +17,20 @@ __all__ = ["FinetuneArguments", "finetune_moe"]
 
 def finetune_moe(model, tokenizer, config: MoEConfig, train_examples, out_dir: str | Path,
                  args: FinetuneArguments | None = None, progress: bool = True, *,
-                 provenance: dict | None = None) -> dict:
+                 provenance: dict | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train adapters and routers on `train_examples`; writes out_dir (adapters, config,
     training.json). A checkpoint beside out_dir is resumed when it matches.
     provenance: recorded in training.json, e.g. {"train": "mrpc:validation[0:200]", "scores":
-    "runs/s/scores.json"}, so that evaluation can refuse slices overlapping them."""
+    "runs/s/scores.json"}, so that evaluation can refuse slices overlapping them. on_epoch:
+    called with {"epoch", "loss"} as each epoch ends (the CLI prints it at once)."""
     args = args or FinetuneArguments()
     apply_lora_moe(model, config, seed=args.seed)
     coef = args.balance_coef
     history, seconds = train_adapters(
         model, tokenizer, train_examples, args, out_dir, {"config": asdict(config)},
-        extra_loss=(lambda: coef * aux_loss(model)) if coef else None, progress=progress)
+        extra_loss=(lambda: coef * aux_loss(model)) if coef else None, progress=progress,
+        on_epoch=on_epoch)
     save_adapters(model, config, out_dir)
     summary = {**(provenance or {}), "history": history, "seconds": round(seconds, 2),
                "arguments": asdict(args), "experts": config.experts}
