@@ -30,6 +30,7 @@ def files(tmp_path_factory):
     (path / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
     (path / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:2]))
     (path / "single.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SINGLE_TOKENS))
+    (path / "single_val.jsonl").write_text(json.dumps({"prompt": "G", "completion": " H"}) + "\n")
     return path
 
 
@@ -56,7 +57,7 @@ def test_zero_gradient_matrices_contribute_zero_and_are_named(estimator, tiny_mo
     assert all(len(tokenizer(r["prompt"])["input_ids"]) == 1 for r in SINGLE_TOKENS)
     out = tmp_path / "s"
     assert run("score", "--model", tiny_model_dir("llama"), "--train", files / "single.jsonl",
-               "--val", files / "single.jsonl", "--out", out, "--quiet", "--max-length", 64,
+               "--val", files / "single_val.jsonl", "--out", out, "--quiet", "--max-length", 64,
                "--estimator", estimator) == 0
     printed = capsys.readouterr()
     meta = json.loads((out / "scores.json").read_text())

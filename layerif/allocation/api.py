@@ -161,8 +161,15 @@ def load_scores(path: str | Path, aggregate: str | None = None) -> dict:
         elif aggregate != data.get("aggregate"):
             raise AllocationError(f"{path} holds no aggregate {aggregate!r} (it has "
                                   f"{', '.join(saved) or 'none'}).")
+    not_numbers = [(layer, v) for layer, v in zip(data["layers"], data["scores"], strict=False)
+                   if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if not_numbers:
+        layer, value = not_numbers[0]
+        raise AllocationError(
+            f"{path}: the score of layer {layer} is {value!r}, not a number (the file was "
+            f"edited or damaged); rescore (see `layerif score`) or restore the file.")
     bad = [layer for layer, v in zip(data["layers"], data["scores"], strict=False)
-           if not isinstance(v, (int, float)) or not math.isfinite(v)]
+           if not math.isfinite(v)]
     if bad:
         raise AllocationError(
             f"{path}: aggregate {data.get('aggregate')!r} is not finite at layer(s) "

@@ -59,7 +59,7 @@ def scale_to_target(
     budget = sparsity * P.sum()
     ratios = np.zeros_like(phi)
     free = np.ones(len(phi), dtype=bool)
-    while True:
+    while free.any():  # none free: every layer at the cap, which is then the target
         remaining = budget - (ratios[~free] * P[~free]).sum()
         weight = (P[free] * phi[free]).sum()
         if weight <= 0:  # only zero-phi layers left: spread what remains evenly

@@ -74,6 +74,9 @@ def collect(out: str | Path) -> tuple[dict, list[dict]]:
     allocation cell is damaged are left out (and warned about); the manifest's `damaged` lists
     every damaged cell it names, and its scores, sensitivity and additivity keys lose theirs."""
     path = Path(out) / MANIFEST
+    if Path(out).is_file():
+        raise LayerIFError(f"{out} is a file; give the folder a run wrote (the --out of "
+                           f"`layerif experiment run {out} --out DIR`).")
     if not path.is_file():
         raise LayerIFError(f"{out}: no {MANIFEST}; run `layerif experiment run CONFIG --out "
                            f"{out}` first.")
