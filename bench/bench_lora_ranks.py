@@ -14,7 +14,7 @@ scoring validation slice, the last E rows evaluate, all disjoint):
    then generative accuracy (greedy, the stated answer matched) with its bootstrap 95% interval
    and the paired bootstrap difference against uniform, and lm-eval's log-likelihood accuracy.
 
-    .venv/bin/python bench/bench_lora_ranks.py                   # the table in the README
+    .venv/bin/python bench/bench_lora_ranks.py                   # the table in docs/exports.md
     .venv/bin/python bench/bench_lora_ranks.py --train 16 --eval 10 --epochs 1 --tasks mrpc
 
 Results: bench/results/lora-ranks-<tag>.json after every run (a rerun resumes) and

@@ -3,7 +3,8 @@
     bash scripts/bench_setup.sh                       # kronfluence 1.0.1 (--no-deps) into .venv
     .venv/bin/python bench/bench_peers.py [--repeats 3] [--only layerif-cached,kronfluence-identity]
 
-The job (the README's "speed to beat"): SmolLM2-135M on the CPU, 32 train / 8 val BoolQ texts
+The job (the "speed to beat" of docs/benchmarks.md): SmolLM2-135M on the CPU, 32 train / 8 val
+BoolQ texts
 (boolq:validation[0:32] and [200:208], rendered and tokenised by layerif, at most 128 tokens),
 the per-example loss layerif uses (mean token cross-entropy over the counted tokens), all 210
 block matrices tracked, fp32, batch 8. Every run is a fresh process started by this script: the
