@@ -10,7 +10,7 @@ The lock is an `flock` on a small file in `$LAYERIF_CACHE/locks/`, named by a ha
 output's absolute path, so that nothing appears beside the user's output. The kernel drops an
 flock when its process dies, so a run killed with kill -9 never blocks the next one; its
 record (pid, command, start) is still in the file, which is how the next run knows it took
-over a stale lock and says so. A run that ends normally empties the record.
+over a stale lock and says so. A run that ends normally removes the file.
 """
 
 from __future__ import annotations
@@ -67,6 +67,37 @@ def describe(record: dict) -> str:
     return ", ".join(parts)
 
 
+def _open_locked(path: Path, out, wait: bool) -> int:
+    """An fd of `path` holding its flock. A run that ends removes the file while it holds the
+    lock, so a file taken after waiting may no longer be the one at `path`: then the lock is
+    taken again on the file that is."""
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot create the lock file {path} for {out}: {exc.strerror}; "
+                              f"set LAYERIF_CACHE to a writable folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe(_read_record(fd))
+            if not wait:
+                os.close(fd)
+                raise OutputError(
+                    f"{out} is being written by another run ({holder}); wait for it to end, "
+                    f"or add --wait to start when it does") from None
+            print(f"waiting for {out}: it is being written by {holder}", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed or replaced while we waited: lock the current one
+
+
 @contextlib.contextmanager
 def output_lock(out: str | os.PathLike, command: str, wait: bool = False) -> Iterator[None]:
     """Hold the lock on output `out` for the duration of the block.
@@ -75,26 +106,10 @@ def output_lock(out: str | os.PathLike, command: str, wait: bool = False) -> Ite
     it is released, saying so on stderr). Taking over the lock of a run that died is said on
     stderr."""
     path = lock_path(out)
+    fd = _open_locked(path, out, wait)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(f"cannot create the lock file {path} for {out}: {exc.strerror}; "
-                          f"set LAYERIF_CACHE to a writable folder") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = describe(_read_record(fd))
-            if not wait:
-                raise OutputError(
-                    f"{out} is being written by another run ({holder}); wait for it to end, "
-                    f"or add --wait to start when it does") from None
-            print(f"waiting for {out}: it is being written by {holder}", file=sys.stderr,
-                  flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         left = _read_record(fd)
-        if left:  # its holder ended without emptying it: killed, or the machine went down
+        if left:  # its holder ended without removing it: killed, or the machine went down
             print(f"note: took over the lock on {out} from a run that is gone ({describe(left)})",
                   file=sys.stderr, flush=True)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
@@ -103,7 +118,8 @@ def output_lock(out: str | os.PathLike, command: str, wait: bool = False) -> Ite
         os.pwrite(fd, json.dumps(record).encode(), 0)
         try:
             yield
-        finally:
-            os.ftruncate(fd, 0)  # ended normally: nothing stale for the next run
+        finally:  # ended normally (an error and Ctrl-C included): nothing left behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     finally:
         os.close(fd)  # releases the flock
