@@ -28,7 +28,9 @@ def run(*args):
 def files(tmp_path_factory):
     path = tmp_path_factory.mktemp("bad")
     (path / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    (path / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:2]))
+    # disjoint from the training texts (score refuses validation data it was trained on)
+    val = ["The moon goes round the earth about once a month.", "Rivers run downhill to the sea."]
+    (path / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in val))
     (path / "single.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SINGLE_TOKENS))
     (path / "single_val.jsonl").write_text(json.dumps({"prompt": "G", "completion": " H"}) + "\n")
     return path

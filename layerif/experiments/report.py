@@ -214,7 +214,7 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
     writer = csv.writer(buffer)
     writer.writerow(["method", "task", "seed", "metric", "value", "n"])
     writer.writerows(moe_csv_rows(records))
-    markdown = "\n".join([moe_markdown(manifest, records), "", *_damaged_note(manifest),
+    markdown = "\n".join([moe_markdown(manifest, records), *_damaged_note(manifest),
                           stage_times(out)]) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], buffer.getvalue())
