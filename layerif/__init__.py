@@ -13,8 +13,9 @@ The names below are imported on first use (PEP 562), so that `import layerif` an
 
 from __future__ import annotations
 
-import importlib
 import os
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -71,13 +72,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'layerif' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -73,3 +73,21 @@ def test_every_subcommand_module_builds_its_full_parser():
         action = command_action(build_parser([name]))
         assert len(action.choices[name]._actions) > 1 or name == "tasks", name  # beyond --help
         assert {c.dest: c.help for c in action._choices_actions}[name] == listed[name]
+
+
+PARSER_PROBE = """
+import sys
+from layerif.cli.main import build_parser
+build_parser([sys.argv[1]])
+print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_subcommands_parser_imports_nothing_heavy(name):
+    """Its options, choices and defaults come from light modules, so a mistyped option or a
+    bad value is refused before torch is imported."""
+    out = subprocess.run([sys.executable, "-c", PARSER_PROBE.format(heavy=HEAVY), name],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:", out.stdout

@@ -15,8 +15,14 @@ error naming it, never a silent fallback (the reference returned alpha 0 there).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from .experts import AllocationError
 
@@ -24,6 +30,8 @@ from .experts import AllocationError
 def pl_alpha_hill(weight: torch.Tensor | np.ndarray, bins: int = 100, name: str = "matrix"
                   ) -> float:
     """PL_Alpha_Hill of one matrix (any shape (m, n); computed in float64)."""
+    import torch
+
     W = torch.as_tensor(weight).detach().to(torch.float64).cpu()
     eigs = torch.linalg.svdvals(W).square().sort().values.numpy()
     eigs = eigs[eigs > 1e-12 * eigs[-1]]  # exact zeros (rank deficiency) carry no tail

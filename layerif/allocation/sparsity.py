@@ -14,7 +14,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.signal import savgol_filter
 
 from .experts import AllocationError
 
@@ -26,6 +25,8 @@ def minmax(x: np.ndarray) -> np.ndarray:
 
 def smooth(x: np.ndarray, window: int = 7, polyorder: int = 3) -> np.ndarray:
     """Savitzky-Golay with the window shrunk to the largest odd number <= len(x)."""
+    from scipy.signal import savgol_filter  # here: scipy costs the CLI's parsers ~1 s
+
     w = min(window, len(x) if len(x) % 2 else len(x) - 1)
     p = min(polyorder, w - 1)
     if w < 3 or p < 1:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 
-from ..allocation.api import allocate_experts, allocate_sparsity, load_scores
 from ..allocation.expert_methods import (
     EXPERT_METHODS,
     make_expert_method,
@@ -14,7 +13,6 @@ from ..allocation.expert_methods import (
     rank_methods,
 )
 from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
-from ..data.calibration import calibration_samples
 from ..options import add_flags, chosen_options, finite_float
 from .commands import command_help
 from .common import (
@@ -83,6 +81,8 @@ def _add_rank_kind(kinds) -> None:
 
 
 def run(args) -> int:
+    from ..allocation.api import allocate_experts, allocate_sparsity, load_scores
+    from ..data.calibration import calibration_samples
     from ..data.provenance import content_set
     from ..io import check_writable
     from ..models import load_tokenizer

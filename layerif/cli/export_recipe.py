@@ -3,9 +3,6 @@ the calibration windows layerif prunes on)."""
 
 from __future__ import annotations
 
-from ..allocation.api import SparsityAllocation
-from ..data.calibration import calibration_samples
-from ..export.llmcompressor import calibration_jsonl, recipe_yaml
 from .commands import command_help
 from .common import add_calibration_args, add_mask_structure_arg
 
@@ -28,7 +25,10 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from ..allocation.api import SparsityAllocation
+    from ..data.calibration import calibration_samples
     from ..errors import LayerIFError
+    from ..export.llmcompressor import calibration_jsonl, recipe_yaml
     from ..fingerprint import check_same_model, fingerprint_from_files
     from ..io import check_writable, write_text
     from ..models import discover_blocks, load_skeleton

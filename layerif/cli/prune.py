@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-from ..allocation.api import SparsityAllocation
-from ..data.calibration import calibration_samples
 from ..errors import LayerIFError
 from ..options import add_flags, chosen_options
 from ..pruning.pruners import PRUNERS, make_pruner
@@ -20,6 +19,9 @@ from .common import (
     resolve_device,
     show_plan,
 )
+
+if TYPE_CHECKING:  # the parser is built without it (cli/commands.py)
+    from ..allocation.api import SparsityAllocation
 
 NAME = "prune"
 
@@ -42,6 +44,8 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from ..allocation.api import SparsityAllocation
+    from ..data.calibration import calibration_samples
     from ..data.provenance import check_disjoint, content_set
     from ..evaluation.overlap import allocation_sets
     from ..fingerprint import check_same_model, model_fingerprint

@@ -1,53 +1,36 @@
 """Data: examples from files or built-in tasks, and the tokenisation/loss contract."""
 
-from .encode import (
-    IGNORE_INDEX,
-    Batch,
-    EncodedExample,
-    batch_losses,
-    encode_example,
-    encode_examples,
-    make_batches,
-    per_example_loss,
-    predicting_positions,
-)
-from .instruct import (
-    ALPACA_PROMPT,
-    InstructItem,
-    extract_answer,
-    instruct_item,
-    load_examples_as,
-    load_instruct,
-)
-from .records import Example, example_from_record, load_file
-from .sources import TaskSpec, load_examples, load_rows, load_task
-from .tasks import TASKS, MultipleChoice, TaskConfig, get_task
+from ..lazy import lazy_exports
 
-__all__ = [
-    "ALPACA_PROMPT",
-    "InstructItem",
-    "extract_answer",
-    "instruct_item",
-    "load_examples_as",
-    "load_instruct",
-    "IGNORE_INDEX",
-    "TASKS",
-    "Batch",
-    "EncodedExample",
-    "Example",
-    "batch_losses",
-    "MultipleChoice",
-    "TaskConfig",
-    "TaskSpec",
-    "encode_example",
-    "encode_examples",
-    "example_from_record",
-    "get_task",
-    "load_examples",
-    "load_file",
-    "load_rows",
-    "load_task",
-    "make_batches",
-    "per_example_loss",
-    "predicting_positions",
-]
+# Public name -> its module, imported on first use (encode.py imports torch).
+_EXPORTS = {
+    "IGNORE_INDEX": "encode",
+    "Batch": "encode",
+    "EncodedExample": "encode",
+    "batch_losses": "encode",
+    "encode_example": "encode",
+    "encode_examples": "encode",
+    "make_batches": "encode",
+    "per_example_loss": "encode",
+    "predicting_positions": "encode",
+    "ALPACA_PROMPT": "instruct",
+    "InstructItem": "instruct",
+    "extract_answer": "instruct",
+    "instruct_item": "instruct",
+    "load_examples_as": "instruct",
+    "load_instruct": "instruct",
+    "Example": "records",
+    "example_from_record": "records",
+    "load_file": "records",
+    "TaskSpec": "sources",
+    "load_examples": "sources",
+    "load_rows": "sources",
+    "load_task": "sources",
+    "TASKS": "tasks",
+    "MultipleChoice": "tasks",
+    "TaskConfig": "tasks",
+    "get_task": "tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

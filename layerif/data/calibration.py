@@ -10,8 +10,12 @@ last 200 rows, is disjoint from both). BoolQ passages, the earlier default, repe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ..errors import DataError
 from .corpora import CORPORA, corpus_calibration, corpus_texts, is_text_file, text_file
@@ -48,6 +52,8 @@ def calibration_samples(
     """`nsamples` random windows of `seqlen` tokens from the concatenated texts of `source`
     (joined with blank lines), their starts drawn by a generator seeded with `seed`; for a hub
     corpus (c4), one window from each of randomly drawn documents, as the literature does."""
+    import torch
+
     if nsamples < 1 or seqlen < 2:
         raise DataError(f"need nsamples >= 1 and seqlen >= 2, got {nsamples}, {seqlen}.")
     if source in CORPORA:

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ..errors import DataError
 from ..io import read_utf8
@@ -83,6 +87,8 @@ def corpus_calibration(name: str, tokenizer, nsamples: int, seqlen: int, seed: i
                        ) -> list[torch.Tensor]:
     """`nsamples` windows of `seqlen` tokens, each from a document drawn at random among those
     longer than `seqlen` tokens, at a random start (the literature's C4 calibration)."""
+    import torch
+
     docs = corpus_texts(name, "calibration")
     gen = torch.Generator().manual_seed(seed)
     windows, tries = [], 0

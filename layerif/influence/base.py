@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import Matrix
+    from .checkpoint import StepCache
+    from .engine import GradientSource
 
 from ..errors import EstimatorError
-from ..models import Matrix
-from .checkpoint import StepCache
-from .engine import GradientSource
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "streaming", "cached")
@@ -76,6 +80,8 @@ class Estimator(ABC):
     train_visits: ClassVar[int] = 1
 
     def __init__(self, args: InfluenceArguments, steps: StepCache | None = None):
+        from .checkpoint import StepCache
+
         self.args = args
         # Wrap each costly step as `self.steps("name", lambda: ...)` so a killed run resumes.
         self.steps = steps or StepCache()
@@ -96,6 +102,8 @@ class Estimator(ABC):
 
     @staticmethod
     def stack(matrices: list[Matrix], per_matrix: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
         return torch.stack([per_matrix[m.name].double().cpu() for m in matrices], dim=1)
 
     def lambdas(self, matrices: list[Matrix], sq_norms: dict[str, torch.Tensor],
@@ -120,6 +128,8 @@ class Estimator(ABC):
         fused attention backward as rounding noise (transformers 5.23's SDPA on a tiny fp32
         Llama: 4e-16 for q/k against 0.1 to 8 for the other matrices), and a lambda_m made of
         that noise would turn noise into influence."""
+        import torch
+
         means = {m.name: float(sq_norms[m.name].double().mean()) for m in matrices}
         largest = max(means.values(), default=0.0)
         zero = [m.name for m in matrices

@@ -12,8 +12,8 @@ a cached source it is 1 + 1 passes.
 
 from __future__ import annotations
 
-import torch
-
+# torch is imported inside the functions that use it: the CLI's parsers import
+# this module and must not wait for torch (tests/test_startup.py).
 from .base import Estimator, MatrixInfluence, register
 
 
@@ -27,6 +27,8 @@ class DataInf(Estimator):
         return {"v_m and u_m (fp32)": 2 * 4 * sum(m.numel for m in matrices)}
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
+        import torch
+
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         stats = self.steps("dots_and_norms", lambda: train.per_example(
             lambda m, g: torch.stack([g.dot(v[m.name]), g.sq_norm()], dim=1),

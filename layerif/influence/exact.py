@@ -7,8 +7,8 @@ any pass. lambda_m is DataInf's, so the two estimators differ only in the invers
 
 from __future__ import annotations
 
-import torch
-
+# torch is imported inside the functions that use it: the CLI's parsers import
+# this module and must not wait for torch (tests/test_startup.py).
 from ..errors import EstimatorError
 from .base import Estimator, MatrixInfluence, register
 
@@ -38,6 +38,8 @@ class Exact(Estimator):
                 "one matrix's H_m and its fp64 gradients": 8 * (largest**2 + n_train * largest)}
 
     def influence(self, matrices, train, val) -> MatrixInfluence:
+        import torch
+
         v = self.steps("val_mean_gradient", lambda: val.mean_gradient("mean gradient"))
         G = train.per_example(lambda m, g: g.dense.flatten(1), "per-example gradients")
         sq_norms = {name: g.double().square().sum(1) for name, g in G.items()}

@@ -1,21 +1,23 @@
 """Pruning: block-by-block calibration and Magnitude / Wanda / SparseGPT with per-layer ratios."""
 
-from .calibration import CapturedInputs, capture_block_inputs, run_blocks
-from .prune import InputStatistics, PruningReport, oriented_weight, prune_model
-from .pruners import PRUNERS, Pruner, magnitude_prune, make_pruner, sparsegpt_prune, wanda_prune
+from ..lazy import lazy_exports
 
-__all__ = [
-    "PRUNERS",
-    "CapturedInputs",
-    "InputStatistics",
-    "Pruner",
-    "PruningReport",
-    "capture_block_inputs",
-    "magnitude_prune",
-    "make_pruner",
-    "oriented_weight",
-    "prune_model",
-    "run_blocks",
-    "sparsegpt_prune",
-    "wanda_prune",
-]
+# Public name -> its module, imported on first use (they import torch).
+_EXPORTS = {
+    "CapturedInputs": "calibration",
+    "capture_block_inputs": "calibration",
+    "run_blocks": "calibration",
+    "InputStatistics": "prune",
+    "PruningReport": "prune",
+    "oriented_weight": "prune",
+    "prune_model": "prune",
+    "PRUNERS": "pruners",
+    "Pruner": "pruners",
+    "magnitude_prune": "pruners",
+    "make_pruner": "pruners",
+    "sparsegpt_prune": "pruners",
+    "wanda_prune": "pruners",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,11 +14,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
+
+# For annotations only: the CLI's parsers import this module, which runs without
+# torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from ...options import Component, build
 from ..experts import AllocationError

@@ -28,15 +28,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 from tqdm.auto import tqdm
 
+from ...lazy import no_grad
 from ...options import option
-from ...pruning.calibration import capture_block_inputs, run_blocks
-from ...pruning.prune import InputStatistics, oriented_weight
 from ..experts import AllocationError
 from ..sparsity import relative_importance_sparsity
 from .base import SparsityInputs, SparsityMethod, register
@@ -73,7 +78,7 @@ def default_beta(sparsity: float) -> float:
     return BETA_BY_TENTH[min(int(math.floor(10 * sparsity + 1e-9)), len(BETA_BY_TENTH) - 1)]
 
 
-@torch.no_grad()
+@no_grad
 def reconstruction_error(W: torch.Tensor, H: torch.Tensor, probe: float = 0.5,
                          group: int = 128) -> tuple[float, torch.Tensor]:
     """(E, pruned): the greedy minimal linear reconstruction error of removing `probe` of each
@@ -82,6 +87,8 @@ def reconstruction_error(W: torch.Tensor, H: torch.Tensor, probe: float = 0.5,
     (0: all), round(probe x group) are removed per row, one at a time, each the input whose
     removal adds the least error given those removed before (in this group and earlier ones).
     E = sum_k w_kP^T H w_kP exactly for the returned mask (float64 sums of fp32 products)."""
+    import torch
+
     W = W.float()
     H = H.float()
     d_out, d_in = W.shape
@@ -108,11 +115,14 @@ def reconstruction_error(W: torch.Tensor, H: torch.Tensor, probe: float = 0.5,
     return error, pruned
 
 
-@torch.no_grad()
+@no_grad
 def block_reconstruction_errors(model: nn.Module, samples: Sequence[torch.Tensor],
                                 probe: float = 0.5, group: int = 128) -> np.ndarray:
     """E_l per block: the mean over its matrices of `reconstruction_error`, with each block's
     inputs from the dense model run block by block."""
+    from ...pruning.calibration import capture_block_inputs, run_blocks
+    from ...pruning.prune import InputStatistics, oriented_weight
+
     captured = capture_block_inputs(model, samples)
     values = []
     bar = tqdm(total=len(captured.calls), desc="LSA reconstruction errors", unit="block",

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+# For annotations only: the CLI's parsers import this module, which runs without
+# torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ...options import option
 from ..experts import AllocationError

@@ -6,9 +6,14 @@ every trial. ATP's beta and LayerIF's epsilon are chosen this way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 from tqdm.auto import tqdm
 
 from ..experts import AllocationError
@@ -30,6 +35,8 @@ def held_perplexity(inputs: SparsityInputs, ratios: np.ndarray, pruner: str, pru
                     held) -> float:
     """Perplexity on `held` of the model pruned to `ratios` with `pruner` on `prune_on`; the
     weights are put back afterwards."""
+    import torch
+
     from ...evaluation.perplexity import windows_perplexity
     from ...pruning.prune import prune_model
 

@@ -11,9 +11,12 @@ experiment runner take pruners by name from `PRUNERS`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+# For annotations only: the CLI's parsers import this module, which runs without
+# torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ...options import Component, build
 from .structure import Structure

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+# For annotations only: the CLI's parsers import this module, which runs without
+# torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from .base import Pruner, register
 from .structure import Structure, count, nm_mask

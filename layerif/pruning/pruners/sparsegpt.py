@@ -8,8 +8,12 @@ in its dtype."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ...errors import LayerIFError
 from ...options import option
@@ -34,6 +38,8 @@ def sparsegpt_prune(
     structure: Structure = None,
 ) -> torch.Tensor:
     """H: (d_in, d_in) = (2/N) sum over calibration tokens of x x^T."""
+    import torch
+
     count(1, ratio)
     d_out, d_in = W.shape
     if structure:  # groups must not straddle a block

@@ -7,7 +7,12 @@ in llm-compressor's mask_structure.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+# Imported inside the functions that use them: the CLI's parsers import this module
+# and must not wait for torch (tests/test_startup.py).
+if TYPE_CHECKING:
+    import torch
 
 from ...errors import LayerIFError
 
@@ -36,6 +41,8 @@ def check_groups(d_in: int, structure: tuple[int, int]) -> None:
 
 def nm_mask(score: torch.Tensor, structure: tuple[int, int]) -> torch.Tensor:
     """True at the N lowest-scoring entries of every M consecutive columns of each row."""
+    import torch
+
     n, m = structure
     rows, cols = score.shape
     check_groups(cols, structure)
