@@ -58,7 +58,7 @@ def damaged_cells(out: str | Path, manifest: dict) -> dict[str, str]:
     `experiment run` would refuse to reuse."""
     named = [("scores", k) for k in manifest.get("scores") or []]
     named += [("sensitivity", manifest["sensitivity"])] if manifest.get("sensitivity") else []
-    named += [("additivity", k) for k in manifest.get("additivity") or []]
+    named += [("additivity", c["key"]) for c in manifest.get("additivity") or []]
     for row in manifest["rows"]:
         named += [(kind, row[kind]) for kind in ("eval", "allocation") if row.get(kind)]
     damaged = {}
@@ -93,8 +93,8 @@ def collect(out: str | Path) -> tuple[dict, list[dict]]:
     if not intact("sensitivity", manifest.get("sensitivity")) or any(
             not intact("scores", k) for k in manifest.get("scores") or []):
         manifest["sensitivity"] = None  # its section reads these cells
-    manifest["additivity"] = [k for k in manifest.get("additivity") or []
-                              if intact("additivity", k)]
+    manifest["additivity"] = [c for c in manifest.get("additivity") or []
+                              if intact("additivity", c["key"])]
     manifest["rows"] = [r for r in manifest["rows"]
                         if intact("eval", r["eval"]) and intact("allocation", r.get("allocation"))]
     records = []
