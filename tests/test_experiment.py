@@ -330,3 +330,19 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
     assert run_experiment(config, tmp_path, progress=False).executed == []
     write_report(tmp_path)
     assert (tmp_path / "tables.md").read_text() == tables.read_text()
+
+
+def test_a_cell_that_fails_leaves_no_temporary_folder(tmp_path):
+    """A compute that raises (a bad value found late, Ctrl-C) leaves nothing half-made: the
+    next run finds no `.KEY.tmp` folder, and no cell."""
+    from layerif.experiments.cells import CellStore
+
+    def half_then_fail(folder):
+        (folder / "eval.json").write_text("{half")
+        raise KeyboardInterrupt
+
+    store = CellStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        store.run("eval", {"a": 1}, half_then_fail, hashed=("eval.json",))
+    assert list((tmp_path / "cells" / "eval").iterdir()) == []
+    assert store.run("eval", {"a": 1}, lambda folder: {"ok": True})[1] == {"ok": True}
