@@ -115,7 +115,11 @@ class CellStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         start = time.perf_counter()
-        result = compute(tmp)
+        try:
+            result = compute(tmp)
+        except BaseException:  # an error or Ctrl-C: nothing half-made stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         seconds = time.perf_counter() - start
         cell = {"kind": kind, "key": key, "label": label, "settings": settings,
                 "result": result, "seconds": round(seconds, 2),
