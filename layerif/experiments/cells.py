@@ -120,6 +120,10 @@ class CellStore:
         except BaseException:  # an error or Ctrl-C: nothing half-made stays behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            from ..memory import release_freed_memory
+
+            release_freed_memory()  # a cell's peak is not held through every later cell
         seconds = time.perf_counter() - start
         cell = {"kind": kind, "key": key, "label": label, "settings": settings,
                 "result": result, "seconds": round(seconds, 2),
