@@ -6,6 +6,8 @@ import argparse
 import contextlib
 
 from ..errors import LayerIFError
+from ..influence import AGGREGATES  # light: estimators import torch only where they compute
+from ..influence.aggregate import DEFAULT_AGGREGATE, AggregateError, check_aggregate
 from ..options import finite_float
 
 # What `layerif --help` imports: no torch, transformers or scipy at the top of this module
@@ -21,19 +23,13 @@ class Parser(argparse.ArgumentParser):
 
 def aggregate_arg(name: str) -> str:
     """argparse type: an aggregate name; a renamed one fails naming its replacement."""
-    from ..influence.aggregate import AggregateError, check_aggregate
-
     try:
         return check_aggregate(name)
     except AggregateError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_aggregate(p, default: str | None = "default", help: str = "") -> None:  # noqa: A002
-    from ..influence import AGGREGATES
-    from ..influence.aggregate import DEFAULT_AGGREGATE
-
-    default = DEFAULT_AGGREGATE if default == "default" else default
+def add_aggregate(p, default: str | None = DEFAULT_AGGREGATE, help: str = "") -> None:  # noqa: A002
     p.add_argument("--aggregate", default=default, type=aggregate_arg,
                    metavar="{" + ",".join(AGGREGATES) + "}", help=help)
 
