@@ -6,7 +6,8 @@
 # once evaluated) are kept in experiments/results/NAME/cells, so that a report can be rebuilt
 # from a checkout and a run resumes on another machine: they seed runs/exp/NAME/cells here.
 # Usage: bash experiments/run-required.sh [NAME ...]     (default: all, in this order)
-#        bash experiments/run-required.sh --save-cells NAME ...   (keep a running grid's cells)
+#        bash experiments/run-required.sh --save-cells NAME ...   (keep a running grid's cells
+#        and write the tables of its finished seeds: `experiment run --stored-only`, then report)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
@@ -21,9 +22,17 @@ save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without
   rm -rf "$dst" && mv "$dst.tmp" "$dst"
 }
 
+partial_report() {  # the tables of an unfinished grid's saved cells, beside them (whole seeds)
+  local tmp="runs/partial/$1" dst="experiments/results/$1"
+  rm -rf "$tmp" && mkdir -p "$tmp" && cp -r "$dst/cells" "$tmp/cells"
+  .venv/bin/layerif experiment run "experiments/$1.yaml" --out "$tmp" --stored-only --quiet
+  .venv/bin/layerif experiment report "$tmp"
+  rm -rf "$dst/plots" && cp -r "$tmp"/{tables.md,results.csv,report.html,plots} "$dst/"
+}
+
 if [ "${1:-}" = "--save-cells" ]; then
   shift
-  for name in "$@"; do save_cells "$name"; done
+  for name in "$@"; do save_cells "$name" && partial_report "$name"; done
   exit 0
 fi
 names=("$@")

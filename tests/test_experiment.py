@@ -307,7 +307,8 @@ def test_committed_configs_are_valid_and_disjoint(path):
 def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
     """The cells kept beside a committed report are intact, and the config's run over them
     computes nothing (a missing or changed cell fails here, not after hours of work); where
-    the grid is complete, the report rebuilt from them equals the committed tables."""
+    the grid is complete, the report rebuilt from them equals the committed tables, and where
+    it is not, a stored-only run's report equals the committed partial tables."""
     import shutil
 
     from layerif.experiments import CellStore, run_experiment
@@ -317,9 +318,17 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
     for folder in sorted(p for p in cells.glob("*/*") if p.is_dir() and p.name[0] != "."):
         assert store.load(folder.parent.name, folder.name) is not None, folder
     tables = cells.parent / "tables.md"
-    if not tables.exists():  # a grid still running: its cells only
+    if not tables.exists():  # a grid still running, without a report: its cells only
         return
     shutil.copytree(cells, tmp_path / "cells")
+    config = load_config(ROOT / "experiments" / f"{cells.parent.name}.yaml")
+    if tables.read_text().split("\n")[2].startswith("partial grid:"):  # an unfinished grid's
+        # report (run-required.sh --save-cells): the same from a stored-only run of its cells
+        summary = run_experiment(config, tmp_path, progress=False, stored_only=True)
+        assert summary.executed == [] and summary.partial
+        write_report(tmp_path)
+        assert (tmp_path / "tables.md").read_text() == tables.read_text()
+        return
     stored = CellStore.run
 
     def must_be_stored(self, kind, settings, compute, label="", hashed=()):
@@ -327,7 +336,6 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
         return stored(self, kind, settings, compute, label, hashed)
 
     monkeypatch.setattr(CellStore, "run", must_be_stored)
-    config = load_config(ROOT / "experiments" / f"{cells.parent.name}.yaml")
     assert run_experiment(config, tmp_path, progress=False).executed == []
     write_report(tmp_path)
     assert (tmp_path / "tables.md").read_text() == tables.read_text()
@@ -347,3 +355,49 @@ def test_a_cell_that_fails_leaves_no_temporary_folder(tmp_path):
         store.run("eval", {"a": 1}, half_then_fail, hashed=("eval.json",))
     assert list((tmp_path / "cells" / "eval").iterdir()) == []
     assert store.run("eval", {"a": 1}, lambda folder: {"ok": True})[1] == {"ok": True}
+
+
+def test_a_stored_only_run_reports_the_whole_seeds_and_computes_nothing(tmp_path, capsys):
+    """`experiment run --stored-only` on an unfinished grid: nothing computed or changed on disk
+    but manifest.json; the tables show the seeds with every method stored and say what they
+    leave out; they equal the tables of a complete grid of those seeds; while no seed is whole,
+    the first seed's stored rows are shown and the missing ones named."""
+    config = small_config(tmp_path, seeds=[0, 1])
+    out = tmp_path / "run"
+    summary = run_pruning(load_config(config), out, progress=False)
+    seed1 = next(r for r in summary.rows if r["method"] == "layerif" and r["seed"] == 1)
+    shutil.rmtree(out / "cells" / "eval" / seed1["eval"])
+
+    def snapshot() -> dict:
+        return {p: p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.name != "manifest.json"}
+
+    before = snapshot()
+    assert main(["experiment", "run", str(config), "--out", str(out), "--stored-only"]) == 0
+    assert "3 of 4 planned evaluated models are stored" in capsys.readouterr().out
+    assert snapshot() == before  # nothing computed, nothing removed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {r["seed"] for r in manifest["rows"]} == {0}
+    assert manifest["partial"] == {"planned": 4, "stored": 3, "seeds": [0], "whole": True,
+                                   "left_out": 1, "not_run": []}
+    assert main(["experiment", "report", str(out)]) == 0
+    partial = (out / "tables.md").read_text()
+    assert "partial grid: 3 of 4 planned evaluated models are stored; the tables show seed 0" \
+        in partial and "1 stored rows of unfinished seeds are left out" in partial
+    assert "partial grid" in (out / "report.html").read_text()
+
+    whole = tmp_path / "seed0"  # the same cells, a config of seed 0 alone: nothing to compute
+    shutil.copytree(out / "cells", whole / "cells")
+    assert run_pruning(load_config(small_config(tmp_path)), whole, progress=False).executed == []
+    write_report(whole)
+    assert partial.split("\n", 4)[4] == (whole / "tables.md").read_text().split("\n", 2)[2]
+
+    seed0 = next(r for r in summary.rows if r["method"] == "uniform" and r["seed"] == 0)
+    shutil.rmtree(out / "cells" / "eval" / seed0["eval"])
+    run_pruning(load_config(config), out, progress=False, stored_only=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(r["method"], r["seed"]) for r in manifest["rows"]] == [("layerif", 0)]
+    assert manifest["partial"]["whole"] is False
+    assert manifest["partial"]["not_run"] == ["uniform wanda 0.5 s0"]
+    write_report(out)
+    assert "no seed is complete yet" in (out / "tables.md").read_text()

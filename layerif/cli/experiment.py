@@ -14,6 +14,9 @@ def add(sub) -> None:
     run_p.add_argument("config", help="experiment YAML (see experiments/*.yaml)")
     run_p.add_argument("--out", required=True, help="the experiment folder (cells, manifest)")
     run_p.add_argument("--quiet", action="store_true", help="no progress lines")
+    run_p.add_argument("--stored-only", action="store_true",
+                       help="compute nothing: write the manifest of the finished cells (whole "
+                            "seeds), so that `report` shows a grid still running or stopped")
     rep = actions.add_parser("report", help="results.csv, tables.md, plots and report.html")
     rep.add_argument("out", help="the folder of `experiment run --out`")
 
@@ -26,7 +29,18 @@ def run(args) -> int:
             print(f"wrote {path}")
         return 0
     config = load_config(args.config)
-    summary = run_experiment(config, args.out, progress=not args.quiet)
+    summary = run_experiment(config, args.out, progress=not args.quiet,
+                             stored_only=args.stored_only)
+    if summary.partial:
+        part = summary.partial
+        print(f"{part['stored']} of {part['planned']} planned evaluated models are stored; the "
+              f"manifest names {len(summary.rows)} (seed {', '.join(map(str, part['seeds']))}"
+              f"{'' if part['whole'] else ', not complete'}); `layerif experiment report "
+              f"{args.out}` writes their tables")
+        if summary.corrupt:
+            print(f"left out {len(summary.corrupt)} damaged cells (`experiment run` recomputes "
+                  f"them): {', '.join(summary.corrupt)}")
+        return 0
     kinds: dict[str, int] = {}
     for kind, _key in summary.executed:
         kinds[kind] = kinds.get(kind, 0) + 1

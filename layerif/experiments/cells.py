@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 
 
+class CellMissing(Exception):
+    """A cell a store in stored-only mode would have to compute (kind, label)."""
+
+
 def cell_key(kind: str, settings: dict) -> str:
     """16 hex digits of the SHA-256 of the kind and the canonical JSON of the settings."""
     text = json.dumps({"kind": kind, "settings": settings}, sort_keys=True, default=str)
@@ -53,8 +57,10 @@ def cell_damage(folder: Path) -> str | None:
 class CellStore:
     """The cells of one experiment folder; `executed` lists what this process computed."""
 
-    def __init__(self, root: str | Path, progress: Callable[[str], None] | None = None):
+    def __init__(self, root: str | Path, progress: Callable[[str], None] | None = None,
+                 stored_only: bool = False):
         self.root = Path(root) / "cells"
+        self.stored_only = stored_only  # never compute: a missing cell raises CellMissing
         self.executed: list[tuple[str, str]] = []
         self.corrupt: list[str] = []
         self.progress = progress or (lambda _line: None)
@@ -96,20 +102,23 @@ class CellStore:
         if damage:
             log.warning("cell %s/%s is damaged (%s); recomputing it", kind, key, damage)
             self.corrupt.append(f"{kind}/{key}")
-            shutil.rmtree(folder, ignore_errors=True)
+            if not self.stored_only:  # a stored-only look changes nothing on disk
+                shutil.rmtree(folder, ignore_errors=True)
             return None
         return json.loads((folder / CELL_FILE).read_text())
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
             hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
         """(key, result) of the cell; computed by compute(folder) -> result (a JSON-able dict)
-        only when not stored. hashed: artefact file names whose SHA-256 is recorded and checked
-        on reuse."""
+        only when not stored (in stored-only mode, CellMissing is raised instead). hashed:
+        artefact file names whose SHA-256 is recorded and checked on reuse."""
         key = cell_key(kind, settings)
         self.visited(kind)
         cell = self.load(kind, key)
         if cell is not None:
             return key, cell["result"]
+        if self.stored_only:
+            raise CellMissing(kind, label)
         folder = self.folder(kind, key)
         tmp = folder.with_name(f".{key}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,8 +25,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import LayerIFError
 from ..io import write_json
-from .cells import CellStore, cell_key
+from .cells import CellMissing, CellStore, cell_key
 from .config import ExperimentConfig
 
 DEFAULT_CALIBRATION = {"source": "sciq:validation[0:600]", "nsamples": 128, "seqlen": 512}
@@ -39,6 +40,7 @@ class RunSummary:
     corrupt: list[str]
     seconds: float
     rows: list[dict] = field(default_factory=list)  # one per evaluated model
+    partial: dict | None = None  # a stored-only run: what its manifest leaves out
 
 
 def _model(config: ExperimentConfig, store: CellStore) -> str:
@@ -70,16 +72,25 @@ def _model(config: ExperimentConfig, store: CellStore) -> str:
     return str(store.folder("model", key))
 
 
-def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True) -> RunSummary:
-    """Run (or resume) the grid of `config` in `out`; returns what was computed."""
+def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True,
+                stored_only: bool = False) -> RunSummary:
+    """Run (or resume) the grid of `config` in `out`; returns what was computed.
+
+    stored_only: compute nothing; the manifest names only the stored cells of the seeds whose
+    every row is stored (a report of a grid still running or interrupted), with a `partial`
+    entry saying what is left out."""
     from .. import score_layers
 
     start = time.perf_counter()
     out = Path(out)
     calibration, evaluation, scoring = run_settings(config)
     _refuse_overlaps(config, calibration, evaluation)
-    store = CellStore(out, progress=print if progress else None)
-    model = _model(config, store)
+    store = CellStore(out, progress=print if progress else None, stored_only=stored_only)
+    stored = _stored_or_none if stored_only else (lambda f, *a, **k: f(*a, **k))
+    model = stored(_model, config, store)
+    if model is None:
+        raise LayerIFError(f"{out}: the grid's random model is not stored yet; run "
+                           f"`layerif experiment run {config.path} --out {out}` first.")
     model_id = config.model
     grid = [(seed, sparsity, method, i)
             for seed in config.seeds for sparsity in config.sparsities
@@ -101,43 +112,86 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             result.save(folder / "scores")
             return {"layers": len(result.layers)}
 
-        key, _ = store.run("scores", {"model": model_id, **s, **scoring}, compute_scores,
-                           label=f"slice {i}: {s['train']}", hashed=("scores/scores.json",))
-        scores_keys.append(key)
+        cell = stored(store.run, "scores", {"model": model_id, **s, **scoring},
+                      compute_scores, label=f"slice {i}: {s['train']}",
+                      hashed=("scores/scores.json",))
+        scores_keys.append(cell[0] if cell else None)
 
-    sensitivity_key = _sensitivity(store, config, model, model_id, calibration)
-    rows = []
+    sensitivity_key = stored(_sensitivity, store, config, model, model_id, calibration)
+    rows, missing = [], []
     if config.dense:
-        key, _ = _evaluate(store, model, model_id, None, evaluation, "dense")
-        rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
-                     "seed": None, "eval": key})
+        cell = stored(_evaluate, store, model, model_id, None, evaluation, "dense")
+        if cell:
+            rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
+                         "seed": None, "eval": cell[0]})
+        else:
+            missing.append(("dense", None))
     additivity: list[dict] = []
     atp_betas: dict[tuple, float] = {}  # (seed, sparsity) -> the ATP method's chosen beta
     for seed, sparsity, method, slice_index in grid:
         method = _with_atp_beta(method, config, atp_betas.get((seed, sparsity)))
-        alloc_key = _allocate(store, config, model, model_id, method, sparsity, seed,
-                              scores_keys[slice_index] if slice_index is not None else None,
-                              calibration, sensitivity_key)
-        if method.method == "atp":
+        scores_key = scores_keys[slice_index] if slice_index is not None else None
+        alloc_key = None
+        if (slice_index is None or scores_key) and (method.method != "sensitivity"
+                                                    or sensitivity_key):
+            alloc_key = stored(_allocate, store, config, model, model_id, method, sparsity,
+                               seed, scores_key, calibration, sensitivity_key)
+        if alloc_key and method.method == "atp":
             atp_betas[(seed, sparsity)] = json.loads((store.folder("allocation", alloc_key) /
                                                       "alloc.json").read_text())[
                 "parameters"]["beta"]
-        if sensitivity_key and config.sensitivity["check"] and seed == config.seeds[0]:
-            additivity.append({"method": method.name, "slice": slice_index,
-                               "sparsity": sparsity, "allocation": alloc_key,
-                               "key": _additivity(store, config, model, alloc_key,
-                                                  sensitivity_key, calibration)})
+        if alloc_key and sensitivity_key and checked and seed == config.seeds[0]:
+            key = stored(_additivity, store, config, model, alloc_key, sensitivity_key,
+                         calibration)
+            if key:
+                additivity.append({"method": method.name, "slice": slice_index,
+                                   "sparsity": sparsity, "allocation": alloc_key, "key": key})
         for pruner in config.pruners:
-            eval_key = _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner,
-                                           calibration, seed, evaluation,
-                                           f"{method.name} {pruner.name} {sparsity} s{seed}")
+            label = f"{method.name} {pruner.name} {sparsity} s{seed}"
+            eval_key = alloc_key and stored(_prune_and_evaluate, store, config, model,
+                                            model_id, alloc_key, pruner, calibration, seed,
+                                            evaluation, label)
+            if not eval_key:  # named as the report's rows are
+                sliced = slice_index is not None and len(config.slices) > 1
+                missing.append((label.replace(method.name, f"{method.name} (slice "
+                                              f"{slice_index})", 1) if sliced else label, seed))
+                continue
             rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
                          "eval": eval_key})
-    write_json(out / MANIFEST, {"config": config.path, "name": config.name, "rows": rows,
-                                "scores": scores_keys, "slices": config.slices,
-                                "sensitivity": sensitivity_key, "additivity": additivity})
-    return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows)
+    manifest = {"config": config.path, "name": config.name, "rows": rows,
+                "scores": scores_keys, "slices": config.slices,
+                "sensitivity": sensitivity_key, "additivity": additivity}
+    if stored_only:
+        manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
+        manifest["scores"] = [k for k in scores_keys if k]  # (the sections read stored ones)
+    write_json(out / MANIFEST, manifest)
+    return RunSummary(store.executed, store.corrupt, time.perf_counter() - start,
+                      manifest["rows"], manifest.get("partial"))
+
+
+def _stored_or_none(compute, *args, **kwargs):
+    """compute(*args) in a stored-only run: its key, or None where a cell it needs is missing."""
+    try:
+        return compute(*args, **kwargs)
+    except CellMissing:
+        return None
+
+
+def _whole_seeds(rows: list[dict], missing: list[tuple[str, int | None]],
+                 config: ExperimentConfig) -> tuple[list[dict], dict]:
+    """The rows a partial report shows, so that each table compares methods on the same seeds:
+    those of the seeds with every row stored, or, while no seed is whole, the first seed's
+    stored rows. Returns them and what the report says of the rest: {"planned", "stored",
+    "seeds" (shown), "whole" (bool), "left_out" (stored rows not shown), "not_run" (labels
+    of the shown seeds' rows not stored yet)}."""
+    incomplete = {seed for _, seed in missing if seed is not None}
+    whole = [s for s in config.seeds if s not in incomplete]
+    shown = whole or config.seeds[:1]
+    kept = [r for r in rows if r["seed"] is None or r["seed"] in shown]
+    return kept, {"planned": len(rows) + len(missing), "stored": len(rows), "seeds": shown,
+                  "whole": bool(whole), "left_out": len(rows) - len(kept),
+                  "not_run": [label for label, seed in missing if seed is None or seed in shown]}
 
 
 def run_settings(config: ExperimentConfig) -> tuple[dict, dict, dict]:
@@ -341,6 +395,8 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
             "provenance": [c.to_dict() for c in recorded]})
         return {"achieved": report.achieved, "seconds": report.seconds}
 
+    if store.stored_only:  # the evaluation is missing: it would be computed
+        raise CellMissing("eval", label)
     pruned = store.folder("pruned", pruned_key)
     if not (pruned / "model" / "config.json").exists():  # evaluated before, weights deleted
         shutil.rmtree(pruned, ignore_errors=True)

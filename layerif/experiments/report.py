@@ -179,7 +179,7 @@ def write_report(out: str | Path) -> list[Path]:
     n_slices = len(manifest.get("scores", []))
     groups = group(records, n_slices)
     dense = groups.pop((None, 0.0), None)
-    parts = [f"# {manifest['name']}", ""]
+    parts = [f"# {manifest['name']}", "", *_partial_note(manifest)]
     if dense:
         parts += [table(dense, "dense (unpruned)"), ""]
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
@@ -198,6 +198,24 @@ def write_report(out: str | Path) -> list[Path]:
     html = render_html(manifest["name"], markdown, figures)
     write_text(out / "report.html", html)
     return [*paths, *(p for _, p in figures), out / "report.html"]
+
+
+def _partial_note(manifest: dict) -> list[str]:
+    """What a report of an unfinished grid (`experiment run --stored-only`) shows and leaves
+    out, first in tables.md."""
+    partial = manifest.get("partial")
+    if not partial:
+        return []
+    seeds = ", ".join(map(str, partial["seeds"]))
+    shown = (f"the tables show seed {seeds}, every method stored" if partial["whole"] else
+             f"no seed is complete yet: the tables show seed {seeds}'s stored rows")
+    line = (f"partial grid: {partial['stored']} of {partial['planned']} planned evaluated "
+            f"models are stored; {shown}")
+    if partial["left_out"]:
+        line += f"; {partial['left_out']} stored rows of unfinished seeds are left out"
+    if partial["not_run"]:
+        line += f"; not run yet: {', '.join(partial['not_run'])}"
+    return [line + ". `layerif experiment run` computes the rest.", ""]
 
 
 def _damaged_note(manifest: dict) -> list[str]:
@@ -299,6 +317,8 @@ def render_html(title: str, markdown: str, figures: list[tuple[str, Path]]) -> s
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("**") and line.endswith("**"):
             body.append(f"<h2>{html.escape(line[2:-2])}</h2>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
     flush()
     for caption, png in figures:
         data = base64.b64encode(png.read_bytes()).decode()

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import LayerIFError
 from .config import ExperimentConfig, MoEExperimentConfig
 from .lora_moe import run_lora_moe
 from .pruning import RunSummary, run_pruning
 
 
 def run_experiment(config: ExperimentConfig | MoEExperimentConfig, out: str | Path,
-                   progress: bool = True) -> RunSummary:
-    """Run (or resume) `config` (from `load_config`) in the folder `out`."""
+                   progress: bool = True, stored_only: bool = False) -> RunSummary:
+    """Run (or resume) `config` (from `load_config`) in the folder `out`; stored_only: compute
+    nothing, write the manifest of the stored cells (pruning grids)."""
     if isinstance(config, MoEExperimentConfig):
+        if stored_only:
+            raise LayerIFError(f"{config.path}: --stored-only is for pruning grids; a LoRA-MoE "
+                               "grid reports once `experiment run` has finished it.")
         return run_lora_moe(config, out, progress=progress)
-    return run_pruning(config, out, progress=progress)
+    return run_pruning(config, out, progress=progress, stored_only=stored_only)
 
 
 def check_data(config: ExperimentConfig | MoEExperimentConfig) -> None:
