@@ -234,6 +234,28 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
         assert f"| {score} | " in section, score
     assert section.count("| 0.50 | ") == 6  # every method's additivity row at 50%
     assert (out / "plots" / "layer-scores-vs-sensitivity.png").exists()
+    # each additivity cell measured the pruned model the grid had just made: the same as the
+    # whole model pruned again from the dense one (fp32 sums: 1e-6)
+    from layerif.experiments.pruning import _calibration_windows
+    from layerif.models import load_model
+    from layerif.sensitivity import load, measured_increase
+    from layerif.sensitivity.run import held_windows
+
+    config = load_config(ROOT / "experiments" / "smoke.yaml")
+    manifest = json.loads((out / "manifest.json").read_text())
+    measured, record = load(out / "cells" / "sensitivity" / manifest["sensitivity"] /
+                            "sensitivity")
+    dense, tokenizer = load_model(str(next(out.glob("cells/model/*"))), device="cpu")
+    held = held_windows(tokenizer, record["held"]["source"], record["held"]["windows"],
+                        record["held"]["seqlen"])
+    windows = _calibration_windows(str(next(out.glob("cells/model/*"))), {
+        "source": "sciq:validation[0:600]", "nsamples": 4, "seqlen": 64}, config.seeds[0])
+    for check in manifest["additivity"]:
+        stored = json.loads((out / "cells" / "additivity" / check["key"] /
+                             "additivity.json").read_text())
+        again = measured_increase(dense, stored["ratios"], "wanda", windows, held,
+                                  measured.dense_window_nll)
+        assert again == pytest.approx(stored["measured"], rel=1e-6, abs=1e-6), check["method"]
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -140,17 +140,22 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             atp_betas[(seed, sparsity)] = json.loads((store.folder("allocation", alloc_key) /
                                                       "alloc.json").read_text())[
                 "parameters"]["beta"]
-        if alloc_key and sensitivity_key and checked and seed == config.seeds[0]:
-            key = stored(_additivity, store, config, model, alloc_key, sensitivity_key,
-                         calibration)
-            if key:
-                additivity.append({"method": method.name, "slice": slice_index,
-                                   "sparsity": sparsity, "allocation": alloc_key, "key": key})
+        check = bool(alloc_key and sensitivity_key and checked and seed == config.seeds[0])
+        additivity_key: list[str] = []
+
+        def measure_pruned(pruned_model: Path, alloc_key=alloc_key, out=additivity_key):
+            out.append(_additivity(store, config, model, alloc_key, sensitivity_key,
+                                   calibration, pruned_model))
+
         for pruner in config.pruners:
             label = f"{method.name} {pruner.name} {sparsity} s{seed}"
+            # the additivity check measures the model this pruner has just made, where it is
+            # the sensitivity's own pruner (same arguments, first seed's windows)
+            then = measure_pruned if check and pruner == config.pruners[0] \
+                and _default_arguments(pruner) else None
             eval_key = alloc_key and stored(_prune_and_evaluate, store, config, model,
                                             model_id, alloc_key, pruner, calibration, seed,
-                                            evaluation, label)
+                                            evaluation, label, then)
             if not eval_key:  # named as the report's rows are
                 sliced = slice_index is not None and len(config.slices) > 1
                 missing.append((label.replace(method.name, f"{method.name} (slice "
@@ -159,6 +164,12 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
                          "eval": eval_key})
+        if check:  # stored, or (its pruned model evaluated before) pruned again to measure
+            key = additivity_key[0] if additivity_key else stored(
+                _additivity, store, config, model, alloc_key, sensitivity_key, calibration)
+            if key:
+                additivity.append({"method": method.name, "slice": slice_index,
+                                   "sparsity": sparsity, "allocation": alloc_key, "key": key})
     manifest = {"config": config.path, "name": config.name, "rows": rows,
                 "scores": scores_keys, "slices": config.slices,
                 "sensitivity": sensitivity_key, "additivity": additivity}
@@ -168,6 +179,13 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     write_json(out / MANIFEST, manifest)
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start,
                       manifest["rows"], manifest.get("partial"))
+
+
+def _default_arguments(pruner) -> bool:
+    """Whether the grid's pruner runs with its default arguments, as the sensitivity's does."""
+    from ..pruning.pruners import make_pruner
+
+    return make_pruner(pruner.name, **pruner.options).args == make_pruner(pruner.name).args
 
 
 def _stored_or_none(compute, *args, **kwargs):
@@ -288,24 +306,32 @@ def _sensitivity(store, config, model, model_id, calibration) -> str | None:
     return key
 
 
-def _additivity(store, config, model, alloc_key, sensitivity_key, calibration) -> str:
+def _additivity(store, config, model, alloc_key, sensitivity_key, calibration,
+                pruned_model: Path | None = None) -> str:
     """Whole model pruned to an allocation: measured NLL increase on the held windows beside
-    the additive prediction sum_l D_l(s_l) (sensitivity/run.py's check, as a cell)."""
+    the additive prediction sum_l D_l(s_l) (sensitivity/run.py's check, as a cell).
+    pruned_model: the folder of that very model (the grid's first pruner on the first seed's
+    windows) when it exists, measured as it is instead of pruned again (the same weights: the
+    same pruner and windows, saved and loaded in fp32)."""
     from ..allocation.api import SparsityAllocation
     from ..models import load_model
     from ..sensitivity import load, measured_increase
+    from ..sensitivity.measure import held_increase
     from ..sensitivity.run import held_windows
 
     def compute(folder):
         alloc = SparsityAllocation.load(store.folder("allocation", alloc_key) / "alloc.json")
         measured, record = load(store.folder("sensitivity", sensitivity_key) / "sensitivity")
-        loaded, tokenizer = load_model(model, device="cpu")
+        loaded, tokenizer = load_model(str(pruned_model or model), device="cpu")
         held = held_windows(tokenizer, record["held"]["source"], record["held"]["windows"],
                             record["held"]["seqlen"])
-        increase = measured_increase(loaded, alloc.ratios, record["pruner"],
-                                     _calibration_windows(model, calibration,
-                                                          config.seeds[0]),
-                                     held, measured.dense_window_nll)
+        if pruned_model:
+            increase = held_increase(loaded, held, measured.dense_window_nll)
+        else:
+            increase = measured_increase(loaded, alloc.ratios, record["pruner"],
+                                         _calibration_windows(model, calibration,
+                                                              config.seeds[0]),
+                                         held, measured.dense_window_nll)
         result = {"predicted": float(measured.interpolate(alloc.ratios).sum()),
                   "measured": increase, "ratios": alloc.ratios}
         write_json(folder / "additivity.json", result)
@@ -357,7 +383,10 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
 
 
 def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calibration, seed,
-                        evaluation, label):
+                        evaluation, label, then=None):
+    """The eval key of the allocation pruned by `pruner`; then(model folder), when given, is
+    called with the pruned model before its weights are deleted (not when its evaluation was
+    stored before: the weights are gone)."""
     from ..allocation.api import SparsityAllocation
     from ..data.provenance import check_disjoint, content_set
     from ..evaluation.overlap import allocation_sets
@@ -402,6 +431,8 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
         shutil.rmtree(pruned, ignore_errors=True)
     store.run("pruned", settings, compute, label=label)
     key, _ = _evaluate(store, str(pruned / "model"), pruned_key, pruned_key, evaluation, label)
+    if then is not None:
+        then(pruned / "model")
     if not config.keep_models:
         shutil.rmtree(pruned / "model", ignore_errors=True)
     return key
