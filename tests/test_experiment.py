@@ -196,6 +196,9 @@ def test_report_leaves_out_an_edited_cell_and_says_so(first_run, tmp_path, capsy
      "methods[0]: epsilon must be a number in [-1, 1]"),
     ({"evaluation": {"tasks": ["arc_easy"], "slice": "0:8", "limit": 8}},
      "evaluation: give slice (which rows) or limit (the first N), not both"),
+    ({"methods": [{"method": "sensitivity"}], "sparsities": [0.8],
+      "sensitivity": {"levels": [0.5, 0.7], "held_windows": 2}},
+     "sparsities: 0.8 is above 0.7, the largest sensitivity level"),
 ])
 def test_config_errors_name_the_key(tmp_path, change, message, capsys):
     path = small_config(tmp_path, **change)

@@ -183,6 +183,21 @@ def test_sensitivity_command_writes_resumes_and_feeds_an_allocation(tiny_model_d
     assert made["parameters"]["predicted_nll_increase"] == pytest.approx(sum(
         interpolate(record["levels"], row, s) for row, s in zip(record["delta"],
                                                                 made["ratios"], strict=True)))
+    # no block past the largest measured level (0.7) by default: the curves are not measured
+    # there; --sensitivity-cap allows it (extrapolated, recorded)
+    assert max(made["ratios"]) <= 0.7 + 1e-12 and made["parameters"]["cap"] == 0.7
+    assert made["parameters"]["extrapolated"] is False
+    capped = tmp_path / "c.json"
+    assert main(["allocate", "sparsity", "--method", "sensitivity", "--sensitivity", str(out),
+                 "--sparsity", "0.6", "--model", str(model), "--out", str(capped),
+                 "--sensitivity-cap", "0.95"]) == 0
+    made = json.loads(capped.read_text())
+    assert made["parameters"]["cap"] == 0.95 and made["parameters"]["extrapolated"] is True
+    assert max(made["ratios"]) <= 0.95 + 1e-12
+    capsys.readouterr()
+    assert main(["allocate", "sparsity", "--method", "sensitivity", "--sensitivity", str(out),
+                 "--sparsity", "0.75", "--model", str(model), "--out", str(capped)]) == 2
+    assert "above 0.7, the largest level" in capsys.readouterr().err
 
 
 def test_held_text_sharing_the_calibration_is_refused(tiny_model_dir, calib, tmp_path, capsys):

@@ -300,7 +300,7 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
     if any("scores" in SPARSITY_METHODS[m.method].needs for m in methods) and not slices:
         _fail(path, "scoring.slices", "layerif methods need at least one scoring slice.")
     slices = _with_n_train(path, slices, scoring.pop("n_train", None))
-    sensitivity = _sensitivity(path, raw, methods, pruners)
+    sensitivity = _sensitivity(path, raw, methods, pruners, sparsities)
     calibration = _section(path, raw, "calibration", CALIBRATION_KEYS)
     evaluation = _evaluation(path, raw, EVALUATION_KEYS)
     if not evaluation.get("tasks") and not evaluation.get("ppl"):
@@ -338,9 +338,11 @@ def _with_n_train(path: str, slices: list[dict], n_train) -> list[dict]:
     return out
 
 
-def _sensitivity(path: str, raw: dict, methods: list[MethodSpec], pruners: list) -> dict:
-    """The measured-sensitivity section, checked (levels, one pruner); required by method
-    sensitivity, whose file the runner supplies."""
+def _sensitivity(path: str, raw: dict, methods: list[MethodSpec], pruners: list,
+                 sparsities: list[float]) -> dict:
+    """The measured-sensitivity section, checked (levels, one pruner, targets within the
+    levels for method sensitivity without a cap); required by method sensitivity, whose file
+    the runner supplies."""
     from ..sensitivity import check_levels
 
     section = _section(path, raw, "sensitivity", SENSITIVITY_KEYS)
@@ -357,6 +359,11 @@ def _sensitivity(path: str, raw: dict, methods: list[MethodSpec], pruners: list)
         section["levels"] = check_levels(section.get("levels") or [], "levels")
     except LayerIFError as exc:
         _fail(path, "sensitivity.levels", str(exc))
+    top = max(section["levels"])
+    if any(m.options.get("cap") is None for m in uses) and max(sparsities) > top:
+        _fail(path, "sparsities", f"{max(sparsities)} is above {top}, the largest sensitivity "
+              "level; method sensitivity allocates within what was measured: add a level or "
+              "give the method a cap (extrapolated above the levels).")
     if len(pruners) != 1:
         _fail(path, "sensitivity", "measure with one pruner per grid (D_l(s) is the pruner's); "
                                    "split the grid by pruner.")

@@ -262,6 +262,12 @@ def _with_atp_beta(method, config: ExperimentConfig, beta: float | None):
     return replace(method, options={**options, "atp_beta": beta}) if same else method
 
 
+def _revision(method) -> int:
+    from ..allocation.sparsity_methods import SPARSITY_METHODS
+
+    return SPARSITY_METHODS[method.method].revision
+
+
 def _needs(method) -> tuple[str, ...]:
     from ..allocation.sparsity_methods import make_sparsity_method
 
@@ -352,6 +358,9 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
     needs = _needs(method)
     settings = {"model": model_id, "method": method.method, "options": method.options,
                 "aggregate": method.aggregate, "sparsity": sparsity}
+    revision = _revision(method)
+    if revision:  # (only then: the keys of methods never revised stay as they were)
+        settings["revision"] = revision
     if "scores" in needs:
         settings["scores"] = scores_key
     if "calibration" in needs:

@@ -53,6 +53,10 @@ class SparsityMethod(Component, ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
     max_target: ClassVar[float] = MAX_RATIO  # the largest global target it can meet
+    # Raised when the method computes differently for the same arguments, so that an
+    # experiment's stored allocations of the old computation are not reused (cell keys
+    # include it when nonzero).
+    revision: ClassVar[int] = 0
 
     def requires(self) -> tuple[str, ...]:
         """What this configured method reads: its class's `needs`, plus what its arguments
