@@ -236,6 +236,9 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
                   "dlp (unimportance)", "lsa (errors)"):
         assert f"| {score} | " in section, score
     assert section.count("| 0.50 | ") == 6  # every method's additivity row at 50%
+    # each allocation's own ratios against the truth: uniform's are equal, so it has none
+    assert "| uniform | 0.50 |" in section and "- (equal ratios) |" in section.split(
+        "| uniform | 0.50 |")[1].split("\n")[0]
     assert (out / "plots" / "layer-scores-vs-sensitivity.png").exists()
     # each additivity cell measured the pruned model the grid had just made: the same as the
     # whole model pruned again from the dense one (fp32 sums: 1e-6)

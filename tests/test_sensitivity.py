@@ -234,6 +234,11 @@ def test_agreement_on_profiles_with_a_known_ordering():
     assert agreement(truth, truth, "layerif") == pytest.approx(-1.0)
     # OWL prunes less where its score is higher: the truth itself is a perfect OWL score
     assert agreement(truth, truth, "owl") == pytest.approx(1.0)
+    # an allocation's ratios: more pruning on the less damaged blocks agrees, the reverse not;
+    # equal ratios have no ranking
+    assert agreement(1 - truth, truth, "allocation") == pytest.approx(1.0)
+    assert agreement(truth, truth, "allocation") == pytest.approx(-1.0)
+    assert np.isnan(agreement(np.full(6, 0.7), truth, "allocation"))
     windows = truth[:, None] + rng.normal(0, 0.01, (6, 40))
     a = agreement_with_interval("x", "dlp", lambda _r: -truth, windows)
     assert a.agreement == pytest.approx(1.0) and a.low > 0.8

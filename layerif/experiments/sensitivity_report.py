@@ -6,7 +6,9 @@
   smaller, -1 when reversed), with a bootstrap 95% interval over the held windows and, for
   LayerIF, the training examples;
 - per allocation of the first seed, the additive model's predicted NLL increase sum_l D_l(s_l)
-  beside the measured one (the whole model pruned to it, on the same held windows);
+  beside the measured one (the whole model pruned to it, on the same held windows), and the
+  agreement of its own ratios with D_l(s) (where it prunes more, whatever direction its method
+  chose);
 - a plot of the agreements.
 """
 
@@ -115,15 +117,22 @@ def sensitivity_section(out: str | Path, manifest: dict) -> tuple[str, list[tupl
     if checks:
         lines += ["**the additive model: predicted sum_l D_l(s_l) against the measured NLL "
                   "increase (first seed, same held windows)**", "",
-                  "| method | sparsity | predicted | measured | measured / predicted |",
-                  "|---|---|---|---|---|"]
+                  "| method | sparsity | predicted | measured | measured / predicted | "
+                  "its ratios' agreement with D_l(s) [95% CI] |",
+                  "|---|---|---|---|---|---|"]
         for c in checks:
             result = json.loads((_cells(out, "additivity", c["key"]) / "additivity.json")
                                 .read_text())
             label = c["method"] + (f" (slice {c['slice']})" if c["slice"] is not None else "")
             ratio = result["measured"] / result["predicted"] if result["predicted"] else np.nan
+            # where the allocation actually prunes more, against the truth at its target
+            ratios = np.asarray(result["ratios"], dtype=np.float64)
+            a = agreement_with_interval(label, "allocation", lambda _rows, r=ratios: r,
+                                        delta_at(record["levels"], window_delta, c["sparsity"]))
+            agrees = ("- (equal ratios)" if not np.isfinite(a.agreement) else
+                      f"{a.agreement:+.2f} [{a.low:+.2f}, {a.high:+.2f}]")
             lines.append(f"| {label} | {c['sparsity']:.2f} | {result['predicted']:.4f} | "
-                         f"{result['measured']:.4f} | {ratio:.2f} |")
+                         f"{result['measured']:.4f} | {ratio:.2f} | {agrees} |")
         lines.append("")
     figures.append(("layer scores against the measured sensitivity",
                     _plot(out, rows_for_plot)))

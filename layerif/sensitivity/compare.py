@@ -2,7 +2,9 @@
 
 A layer score is what an allocator reads per block: LayerIF's |S_l| (per aggregate and scoring
 slice), PL_Alpha_Hill (alphapruning), OWL's outlier ratio, DLP's unimportance, LSA's
-reconstruction error, plain depth (ATP's progression). Each method has a direction: every one
+reconstruction error, plain depth (ATP's progression); and each allocation's own ratios, which
+say where a method prunes more in whatever direction it chose (a tuned LayerIF's sign, a prior).
+Each method has a direction: every one
 of them prunes more where its score is higher, except OWL (more outliers, pruned less). The
 truth is D_l(s) at the target level: a score agrees with it when its method prunes more where
 the measured damage is smaller. So
@@ -25,8 +27,9 @@ import numpy as np
 from ..influence.aggregate import spearman
 
 # method -> True where a higher score means "pruned more" (see the module docstring)
+# ("allocation": an allocation's own ratios, whichever method and direction made them)
 PRUNES_MORE_WHERE_HIGHER = {"layerif": True, "alphapruning": True, "dlp": True, "lsa": True,
-                            "depth": True, "owl": False}
+                            "depth": True, "owl": False, "allocation": True}
 
 
 def delta_at(levels, window_delta: np.ndarray, s: float) -> np.ndarray:
