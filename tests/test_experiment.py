@@ -429,3 +429,9 @@ def test_a_stored_only_run_reports_the_whole_seeds_and_computes_nothing(tmp_path
     assert manifest["partial"]["not_run"] == ["uniform wanda 0.5 s0"]
     write_report(out)
     assert "no seed is complete yet" in (out / "tables.md").read_text()
+    # a folder with nothing evaluated yet: refused, nothing written
+    empty = tmp_path / "empty"
+    shutil.copytree(out / "cells" / "model", empty / "cells" / "model")
+    assert main(["experiment", "run", str(config), "--out", str(empty), "--stored-only"]) == 2
+    assert "no evaluated model of this grid is stored yet" in capsys.readouterr().err
+    assert not (empty / "manifest.json").exists()

@@ -174,6 +174,10 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
                 "scores": scores_keys, "slices": config.slices,
                 "sensitivity": sensitivity_key, "additivity": additivity}
     if stored_only:
+        if not rows:
+            raise LayerIFError(f"{out}: no evaluated model of this grid is stored yet, so "
+                               f"there is nothing to report; run `layerif experiment run "
+                               f"{config.path} --out {out}` (without --stored-only) first.")
         manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
         manifest["scores"] = [k for k in scores_keys if k]  # (the sections read stored ones)
     write_json(out / MANIFEST, manifest)
