@@ -25,7 +25,7 @@ def profile_figures(out: Path, manifest: dict, caption: str) -> list[tuple[str, 
     """[(caption, plots/profiles.png)] for the scoring cells a run's manifest lists, [] when it
     has none."""
     scores = [out / "cells" / "scores" / key / "scores" / "scores.json"
-              for key in manifest.get("scores", [])]
+              for key in manifest.get("scores", []) if key]  # (None: not stored yet)
     return [(caption, plot_profiles(scores, out / "plots" / "profiles.png"))] if scores else []
 
 

@@ -149,6 +149,9 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
 
         for pruner in config.pruners:
             label = f"{method.name} {pruner.name} {sparsity} s{seed}"
+            # (a missing row is named as the report names its rows)
+            row_name = (f"{method.name} (slice {slice_index})" if slice_index is not None
+                        and len(config.slices) > 1 else method.name)
             # the additivity check measures the model this pruner has just made, where it is
             # the sensitivity's own pruner (same arguments, first seed's windows)
             then = measure_pruned if check and pruner == config.pruners[0] \
@@ -156,10 +159,8 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             eval_key = alloc_key and stored(_prune_and_evaluate, store, config, model,
                                             model_id, alloc_key, pruner, calibration, seed,
                                             evaluation, label, then)
-            if not eval_key:  # named as the report's rows are
-                sliced = slice_index is not None and len(config.slices) > 1
-                missing.append((label.replace(method.name, f"{method.name} (slice "
-                                              f"{slice_index})", 1) if sliced else label, seed))
+            if not eval_key:
+                missing.append((f"{row_name} {pruner.name} {sparsity} s{seed}", seed))
                 continue
             rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
@@ -179,7 +180,6 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
                                f"there is nothing to report; run `layerif experiment run "
                                f"{config.path} --out {out}` (without --stored-only) first.")
         manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
-        manifest["scores"] = [k for k in scores_keys if k]  # (the sections read stored ones)
     write_json(out / MANIFEST, manifest)
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start,
                       manifest["rows"], manifest.get("partial"))

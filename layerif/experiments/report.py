@@ -56,7 +56,7 @@ def damaged_cells(out: str | Path, manifest: dict) -> dict[str, str]:
     """{"kind/key": why} for every cell the manifest names that fails the runner's own check
     (cells.cell_damage: an edited or truncated artefact), so that a report never shows a number
     `experiment run` would refuse to reuse."""
-    named = [("scores", k) for k in manifest.get("scores") or []]
+    named = [("scores", k) for k in manifest.get("scores") or [] if k]  # (None: not stored)
     named += [("sensitivity", manifest["sensitivity"])] if manifest.get("sensitivity") else []
     named += [("additivity", c["key"]) for c in manifest.get("additivity") or []]
     for row in manifest["rows"]:

@@ -35,6 +35,8 @@ def _scores(out: Path, manifest: dict, layerif_aggregates: list[str]) -> list[tu
     """(name, method, profile(rows), n_examples, stability) per scoring slice and aggregate."""
     found = []
     for i, key in enumerate(manifest.get("scores", [])):
+        if not key:  # a stored-only run's slice whose scores are not stored yet
+            continue
         folder = _cells(out, "scores", key) / "scores"
         influence = np.load(folder / "influence.npy")
         meta = json.loads((folder / "scores.json").read_text())
