@@ -235,7 +235,7 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
     for score in ("depth (ATP's progression)", "layerif helpful (slice 0, n=8)",
                   "dlp (unimportance)", "lsa (errors)"):
         assert f"| {score} | " in section, score
-    assert section.count("| 0.50 | ") == 6  # every method's additivity row at 50%
+    assert section.count("| 0.50 | ") == 7  # every method's additivity row at 50%
     # each allocation's own ratios against the truth: uniform's are equal, so it has none
     assert "| uniform | 0.50 |" in section and "- (equal ratios) |" in section.split(
         "| uniform | 0.50 |")[1].split("\n")[0]
@@ -262,6 +262,10 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
         again = measured_increase(dense, stored["ratios"], "wanda", windows, held,
                                   measured.dense_window_nll)
         assert again == pytest.approx(stored["measured"], rel=1e-6, abs=1e-6), check["method"]
+    # atp-flat's ratios are uniform's: its additivity is uniform's measurement, not a new one
+    flat = next(c for c in manifest["additivity"] if c["method"] == "atp-flat")
+    assert json.loads((out / "cells" / "additivity" / flat["key"] / "additivity.json")
+                      .read_text())["same_model_as"]
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -303,6 +307,8 @@ def test_searches_never_read_evaluation_data(method, tmp_path):
     """Two runs that differ only in their evaluation data, one of them poisoned (gibberish
     held text, other items), choose the same ATP beta / LayerIF epsilon from the same held
     perplexities: the searches read calibration windows only."""
+    from layerif.allocation.sparsity_methods import search
+
     poison = tmp_path / "poison.txt"
     poison.write_text("zzzq xqj vvkw " * 400)
     chosen = []
@@ -310,6 +316,7 @@ def test_searches_never_read_evaluation_data(method, tmp_path):
             {"tasks": ["arc_easy"], "slice": "0:8", "ppl": [], "batch_size": 8},
             {"tasks": ["arc_challenge"], "slice": "0:8", "ppl": [str(poison)],
              "ppl_seqlen": 64, "batch_size": 8}]):
+        search._TRIALS.clear()  # each run's trials computed, not looked up from the other's
         config = load_config(small_config(tmp_path, evaluation=evaluation, methods=[method]))
         out = tmp_path / f"run{i}"
         run_pruning(config, out, progress=False)
@@ -435,3 +442,35 @@ def test_a_stored_only_run_reports_the_whole_seeds_and_computes_nothing(tmp_path
     assert main(["experiment", "run", str(config), "--out", str(empty), "--stored-only"]) == 2
     assert "no evaluated model of this grid is stored yet" in capsys.readouterr().err
     assert not (empty / "manifest.json").exists()
+
+
+def test_an_allocation_with_an_earlier_ones_ratios_takes_its_pruned_model(tmp_path):
+    # ATP at beta 0 is uniform bit for bit: one prune and one evaluation serve both rows; a
+    # steeper ATP gets its own
+    config = small_config(tmp_path, methods=[
+        {"method": "uniform"}, {"method": "atp", "beta": 0.0, "label": "atp-flat"},
+        {"method": "atp", "beta": 0.05, "label": "atp-steep"}])
+    out = tmp_path / "run"
+    summary = run_pruning(load_config(config), out, progress=False)
+    evals = {r["method"]: out / "cells" / "eval" / r["eval"] for r in summary.rows}
+    assert len(set(evals.values())) == 3
+    read = {m: json.loads((folder / "eval.json").read_text()) for m, folder in evals.items()}
+    pruned_of = {m: json.loads((folder / "cell.json").read_text())["settings"]["model"]
+                 for m, folder in evals.items()}
+    assert read["atp-flat"].pop("same_model_as") == pruned_of["uniform"]
+    assert read["atp-flat"] == read["uniform"]
+    assert "same_model_as" not in read["atp-steep"]
+    assert read["atp-steep"]["perplexity"] != read["uniform"]["perplexity"]
+    # the twin's pruned cell names the model; only two prunes made weights
+    flat = json.loads((out / "cells" / "pruned" / pruned_of["atp-flat"] / "cell.json")
+                      .read_text())
+    assert flat["result"]["same_model_as"] == pruned_of["uniform"]
+    assert sum(key == pruned_of["atp-flat"] for kind, key in summary.executed
+               if kind == "pruned") == 1
+    # a rerun computes nothing; the tables carry equal rows
+    assert run_pruning(load_config(config), out, progress=False).executed == []
+    write_report(out)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in
+            (out / "tables.md").read_text().splitlines() if line.startswith("| uniform")
+            or line.startswith("| atp-flat")}
+    assert rows and rows["uniform"][:3] == rows["atp-flat"][:3]  # accuracy, its diff, ppl

@@ -100,7 +100,7 @@ def test_prior_atp_corrects_atps_progression(tokenizer, calib):
     # epsilon 0 on top of the prior is ATP itself
     same = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
                              scores=_scores(4), prior="atp", epsilon=0.0, nsamples=4, held=3)
-    np.testing.assert_allclose(same.ratios, atp, atol=1e-12)
+    assert same.ratios == atp.tolist()  # bit for bit: the pruned model is ATP's own
 
 
 def test_a_given_atp_beta_skips_the_search_and_equals_it(tokenizer, calib):
@@ -128,3 +128,40 @@ def test_the_runner_hands_atps_beta_to_layerif_with_the_same_search():
     assert _with_atp_beta(prior, config, None) is prior
     other = ExperimentConfig("x", "m", [MethodSpec("atp", {"held": 4}), prior], [], [0.7])
     assert _with_atp_beta(prior, other, 0.004) is prior  # another search: not the same beta
+
+
+def test_a_search_repeats_no_trial_of_an_earlier_one_and_a_changed_model_repeats_none(
+        tokenizer, calib):
+    from layerif.allocation.sparsity_methods import search
+
+    torch.manual_seed(0)
+    model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
+    samples = calibration_samples(tokenizer, calib, 10, 16, 0)
+    search._TRIALS.clear()
+    atp = allocate_sparsity("atp", 0.6, model=model, calibration=samples, nsamples=4, held=3)
+    assert atp.parameters["repeated_trials"] == 0
+    beta = atp.parameters["beta"]
+    # --prior atp's epsilon 0 is ATP's chosen progression; epsilon 0 of --tune is ATP's beta 0
+    prior = allocate_sparsity("layerif", 0.6, model=model, calibration=samples, prior="atp",
+                              atp_beta=beta, scores=_scores(4), tune=True, grid="0,0.5",
+                              nsamples=4, held=3).parameters["search"]
+    tuned = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                              scores=_scores(4), tune=True, grid="-0.5,0", nsamples=4,
+                              held=3).parameters["search"]
+    assert prior["repeated_trials"] == 1 and tuned["repeated_trials"] == 1
+    at = atp.parameters["grid"].index(beta)
+    assert prior["held_perplexity"][0] == atp.parameters["held_perplexity"][at]
+    assert tuned["held_perplexity"][1] == atp.parameters["held_perplexity"][0]  # beta 0
+    # the looked-up value is what the trial computes (bit for bit on this CPU run)
+    search._TRIALS.clear()
+    fresh = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                              scores=_scores(4), tune=True, grid="-0.5,0", nsamples=4,
+                              held=3).parameters["search"]
+    assert fresh["repeated_trials"] == 0 and fresh["held_perplexity"] == tuned["held_perplexity"]
+    # another model (one weight changed) shares no trial
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1.0
+    other = allocate_sparsity("layerif", 0.6, model=model, calibration=samples,
+                              scores=_scores(4), tune=True, grid="-0.5,0", nsamples=4,
+                              held=3).parameters["search"]
+    assert other["repeated_trials"] == 0

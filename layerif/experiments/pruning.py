@@ -128,8 +128,13 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             missing.append(("dense", None))
     additivity: list[dict] = []
     atp_betas: dict[tuple, float] = {}  # (seed, sparsity) -> the ATP method's chosen beta
+    # the pruned models made so far, by what makes them (_same_model): an allocation with the
+    # ratios of an earlier one (LayerIF's epsilon 0 is uniform, or ATP under --prior atp) gets
+    # that model's evaluation and additivity instead of the same prune and evaluation again
+    made: dict[str, dict] = {}
     for seed, sparsity, method, slice_index in grid:
         method = _with_atp_beta(method, config, atp_betas.get((seed, sparsity)))
+        twin_additivity = first = None
         scores_key = scores_keys[slice_index] if slice_index is not None else None
         alloc_key = None
         if (slice_index is None or scores_key) and (method.method != "sensitivity"
@@ -156,18 +161,28 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             # the sensitivity's own pruner (same arguments, first seed's windows)
             then = measure_pruned if check and pruner == config.pruners[0] \
                 and _default_arguments(pruner) else None
+            same = alloc_key and _same_model(store, alloc_key, pruner, seed)
+            twin = made.get(same) if same else None
+            if twin and then:
+                twin_additivity = twin.get("additivity")
             eval_key = alloc_key and stored(_prune_and_evaluate, store, config, model,
                                             model_id, alloc_key, pruner, calibration, seed,
-                                            evaluation, label, then)
+                                            evaluation, label, then, twin and twin["eval"])
             if not eval_key:
                 missing.append((f"{row_name} {pruner.name} {sparsity} s{seed}", seed))
                 continue
+            made.setdefault(same, {"eval": eval_key})
+            if then:
+                first = made[same]
             rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
                          "eval": eval_key})
         if check:  # stored, or (its pruned model evaluated before) pruned again to measure
             key = additivity_key[0] if additivity_key else stored(
-                _additivity, store, config, model, alloc_key, sensitivity_key, calibration)
+                _additivity, store, config, model, alloc_key, sensitivity_key, calibration,
+                same_as=twin_additivity)
+            if key and first is not None:
+                first.setdefault("additivity", key)
             if key:
                 additivity.append({"method": method.name, "slice": slice_index,
                                    "sparsity": sparsity, "allocation": alloc_key, "key": key})
@@ -190,6 +205,15 @@ def _default_arguments(pruner) -> bool:
     from ..pruning.pruners import make_pruner
 
     return make_pruner(pruner.name, **pruner.options).args == make_pruner(pruner.name).args
+
+
+def _same_model(store, alloc_key: str, pruner, seed: int) -> str:
+    """What makes a pruned model in this grid (the model and calibration being the grid's
+    own): the allocation's ratios, bit for bit, the pruner with its arguments and the seed of
+    the calibration windows. Equal for two allocations: the same weights, bit for bit."""
+    ratios = json.loads((store.folder("allocation", alloc_key) / "alloc.json").read_text())[
+        "ratios"]
+    return json.dumps([ratios, pruner.name, pruner.options, seed], sort_keys=True)
 
 
 def _stored_or_none(compute, *args, **kwargs):
@@ -317,12 +341,13 @@ def _sensitivity(store, config, model, model_id, calibration) -> str | None:
 
 
 def _additivity(store, config, model, alloc_key, sensitivity_key, calibration,
-                pruned_model: Path | None = None) -> str:
+                pruned_model: Path | None = None, same_as: str | None = None) -> str:
     """Whole model pruned to an allocation: measured NLL increase on the held windows beside
     the additive prediction sum_l D_l(s_l) (sensitivity/run.py's check, as a cell).
     pruned_model: the folder of that very model (the grid's first pruner on the first seed's
     windows) when it exists, measured as it is instead of pruned again (the same weights: the
-    same pruner and windows, saved and loaded in fp32)."""
+    same pruner and windows, saved and loaded in fp32). same_as: the additivity cell of an
+    allocation with the same ratios (the same pruned model), whose measurement is taken."""
     from ..allocation.api import SparsityAllocation
     from ..models import load_model
     from ..sensitivity import load, measured_increase
@@ -332,6 +357,14 @@ def _additivity(store, config, model, alloc_key, sensitivity_key, calibration,
     def compute(folder):
         alloc = SparsityAllocation.load(store.folder("allocation", alloc_key) / "alloc.json")
         measured, record = load(store.folder("sensitivity", sensitivity_key) / "sensitivity")
+        if same_as:
+            twin = json.loads((store.folder("additivity", same_as) / "additivity.json")
+                              .read_text())
+            result = {"predicted": float(measured.interpolate(alloc.ratios).sum()),
+                      "measured": twin["measured"], "ratios": alloc.ratios,
+                      "same_model_as": same_as}
+            write_json(folder / "additivity.json", result)
+            return result
         loaded, tokenizer = load_model(str(pruned_model or model), device="cpu")
         held = held_windows(tokenizer, record["held"]["source"], record["held"]["windows"],
                             record["held"]["seqlen"])
@@ -396,10 +429,12 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
 
 
 def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calibration, seed,
-                        evaluation, label, then=None):
+                        evaluation, label, then=None, twin: str | None = None):
     """The eval key of the allocation pruned by `pruner`; then(model folder), when given, is
     called with the pruned model before its weights are deleted (not when its evaluation was
-    stored before: the weights are gone)."""
+    stored before: the weights are gone). twin: the eval key of the same pruned model made for
+    another allocation of the grid (_same_model), whose evaluation this one takes instead of
+    pruning and evaluating again (recorded as same_model_as; `then` is not called)."""
     from ..allocation.api import SparsityAllocation
     from ..data.provenance import check_disjoint, content_set
     from ..evaluation.overlap import allocation_sets
@@ -439,6 +474,8 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
 
     if store.stored_only:  # the evaluation is missing: it would be computed
         raise CellMissing("eval", label)
+    if twin and store.load("eval", twin) is not None:
+        return _same_evaluation(store, settings, eval_settings, twin, label)
     pruned = store.folder("pruned", pruned_key)
     if not (pruned / "model" / "config.json").exists():  # evaluated before, weights deleted
         shutil.rmtree(pruned, ignore_errors=True)
@@ -448,6 +485,27 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
         then(pruned / "model")
     if not config.keep_models:
         shutil.rmtree(pruned / "model", ignore_errors=True)
+    return key
+
+
+def _same_evaluation(store, settings: dict, eval_settings: dict, twin: str, label: str) -> str:
+    """The pruned and eval cells of `settings` taken from the eval cell `twin` of the same
+    pruned model (its results, its eval.json; same_model_as names the model they measured)."""
+    twin_cell = store.load("eval", twin)
+    twin_model = twin_cell["settings"]["model"]
+    twin_pruned = store.load("pruned", twin_model)
+
+    def pruned(folder):
+        return {**(twin_pruned or {}).get("result", {}), "same_model_as": twin_model}
+
+    def evaluated(folder):
+        result = json.loads((store.folder("eval", twin) / "eval.json").read_text())
+        write_json(folder / "eval.json", {**result, "same_model_as": twin_model})
+        return {**twin_cell["result"], "same_model_as": twin_model}
+
+    store.run("pruned", settings, pruned, label=f"{label} (= {twin_model[:8]})")
+    key, _ = store.run("eval", eval_settings, evaluated, label=f"{label} (= {twin_model[:8]})",
+                       hashed=("eval.json",))
     return key
 
 

@@ -128,6 +128,10 @@ class LayerIF(SparsityMethod):
             prior, record["atp"] = atp_ratios, atp_record
 
         def ratios_of(epsilon: float) -> np.ndarray:
+            if epsilon == 0 and prior is not None:
+                # the prior as it is, not rescaled to the target it already meets: bit for bit
+                # ATP's own ratios, so the runner finds the pruned model it made for ATP
+                return np.asarray(prior, dtype=np.float64)
             return layerif_sparsity(profile, sparsity, inputs.params, epsilon,
                                     use_smoothing=a.smooth, prior=prior)
 

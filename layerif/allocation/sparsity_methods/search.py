@@ -52,15 +52,49 @@ def held_perplexity(inputs: SparsityInputs, ratios: np.ndarray, pruner: str, pru
                     m.module.weight.copy_(saved[m.name])
 
 
+# Trials already run in this process: (model, ratios, pruner, windows) digest -> held
+# perplexity. Searches repeat trials (ATP's beta 0 and LayerIF's epsilon 0 are both uniform;
+# --prior atp's epsilon 0 is ATP's chosen progression), and a trial is deterministic, so a
+# repeat is looked up instead of pruning the whole model again. The digest covers every weight
+# of the model, so a changed model never matches.
+_TRIALS: dict[str, float] = {}
+
+
+def _digest(*parts) -> str:
+    """SHA-256 over tensors, arrays and strings (for the trial memo)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        h.update(part.tobytes() if isinstance(part, np.ndarray) else str(part).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
 def choose(inputs: SparsityInputs, candidates: Sequence[float],
            ratios_of: Callable[[float], np.ndarray], pruner: str, nsamples: int, held: int,
            who: str, held_flag: str) -> tuple[float, dict]:
     """(the candidate whose ratios give the lowest held perplexity, the record of the search:
-    grid, each point's perplexity, pruner and window counts)."""
+    grid, each point's perplexity, pruner, window counts and how many trials an earlier search
+    of this process had already run)."""
     prune_on, held_windows = split_windows(inputs.calibration, held, nsamples, who, held_flag)
-    trials = [held_perplexity(inputs, ratios_of(c), pruner, prune_on, held_windows)
-              for c in tqdm(candidates, desc=f"{who} search", leave=False)]
+    setting = _digest(*inputs.model.state_dict().values(), pruner,
+                      *(w.reshape(-1) for w in prune_on), "held", *(w.reshape(-1)
+                                                                    for w in held_windows))
+    trials, repeated = [], 0
+    for c in tqdm(candidates, desc=f"{who} search", leave=False):
+        ratios = np.asarray(ratios_of(c), dtype=np.float64)
+        key = _digest(setting, ratios)
+        if key in _TRIALS:
+            repeated += 1
+        else:
+            _TRIALS[key] = held_perplexity(inputs, ratios, pruner, prune_on, held_windows)
+        trials.append(_TRIALS[key])
     best = int(np.argmin(trials))
     return candidates[best], {"grid": list(candidates), "held_perplexity": trials,
                               "pruner": pruner, "search_nsamples": len(prune_on),
-                              "held_windows": len(held_windows)}
+                              "held_windows": len(held_windows), "repeated_trials": repeated}
