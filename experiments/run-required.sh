@@ -25,7 +25,11 @@ save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without
 partial_report() {  # the tables of an unfinished grid's saved cells, beside them (whole seeds)
   local tmp="runs/partial/$1" dst="experiments/results/$1"
   rm -rf "$tmp" && mkdir -p "$tmp" && cp -r "$dst/cells" "$tmp/cells"
-  .venv/bin/layerif experiment run "experiments/$1.yaml" --out "$tmp" --stored-only --quiet
+  if ! .venv/bin/layerif experiment run "experiments/$1.yaml" --out "$tmp" --stored-only --quiet
+  then  # (refused: no evaluated model yet) the cells, a measurement's finished blocks included,
+    echo "$1: cells saved; no tables yet"  # are kept for the next session all the same
+    return 0
+  fi
   .venv/bin/layerif experiment report "$tmp"
   rm -rf "$dst/plots" && cp -r "$tmp"/{tables.md,results.csv,report.html,plots} "$dst/"
 }
