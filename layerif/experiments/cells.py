@@ -64,6 +64,7 @@ class CellStore:
         self.executed: list[tuple[str, str]] = []
         self.corrupt: list[str] = []
         self.progress = progress or (lambda _line: None)
+        self.bars = progress is not None  # whether an hours-long cell shows its own bar
         self._seconds: dict[str, list[float]] = {}
         self.todo: dict[str, int] = {}  # cells of each kind the runner has yet to visit
 

@@ -331,7 +331,7 @@ def _sensitivity(store, config, model, model_id, calibration) -> str | None:
     def compute(folder):
         # finished blocks are kept beside the cell, so a killed grid resumes mid-measurement
         record = job.run(folder / "sensitivity", resume_dir=folder.parent / f"{folder.name}"
-                         ".resume", progress=False)
+                         ".resume", progress=store.bars)
         return {"dense_nll": record["dense_nll"], "seconds": record["seconds"]}
 
     key, _ = store.run("sensitivity", settings, compute,
