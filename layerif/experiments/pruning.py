@@ -474,8 +474,9 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
 
     if store.stored_only:  # the evaluation is missing: it would be computed
         raise CellMissing("eval", label)
-    if twin and store.load("eval", twin) is not None:
-        return _same_evaluation(store, settings, eval_settings, twin, label)
+    twin_cell = store.load("eval", twin) if twin else None
+    if twin_cell is not None:
+        return _same_evaluation(store, settings, eval_settings, twin, twin_cell, label)
     pruned = store.folder("pruned", pruned_key)
     if not (pruned / "model" / "config.json").exists():  # evaluated before, weights deleted
         shutil.rmtree(pruned, ignore_errors=True)
@@ -488,10 +489,11 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
     return key
 
 
-def _same_evaluation(store, settings: dict, eval_settings: dict, twin: str, label: str) -> str:
-    """The pruned and eval cells of `settings` taken from the eval cell `twin` of the same
-    pruned model (its results, its eval.json; same_model_as names the model they measured)."""
-    twin_cell = store.load("eval", twin)
+def _same_evaluation(store, settings: dict, eval_settings: dict, twin: str, twin_cell: dict,
+                     label: str) -> str:
+    """The pruned and eval cells of `settings` taken from the eval cell `twin` (its loaded
+    cell.json `twin_cell`) of the same pruned model (its results, its eval.json; same_model_as
+    names the model they measured)."""
     twin_model = twin_cell["settings"]["model"]
     twin_pruned = store.load("pruned", twin_model)
 
