@@ -233,8 +233,12 @@ def measure_sensitivity(
 
         before = bar.n
         nll[l] = np.asarray(steps(f"block-{l}", trials))
-        if bar.n == before:  # resumed: the bar still counts the block's trials
-            bar.update(len(levels))
+        if bar.n == before:  # resumed: the bar counts the block's trials, but restarts its
+            done = before + len(levels)  # clock so that the time left comes from trials run now
+            bar.initial = 0
+            bar.reset()
+            bar.n = bar.last_print_n = bar.initial = done
+            bar.refresh()
         held_hidden = forward_block(module, held_in, l, held_hidden, device)
         if cal_in is not None:
             cal_hidden = dense_outputs or forward_cal()
