@@ -474,3 +474,18 @@ def test_an_allocation_with_an_earlier_ones_ratios_takes_its_pruned_model(tmp_pa
             (out / "tables.md").read_text().splitlines() if line.startswith("| uniform")
             or line.startswith("| atp-flat")}
     assert rows and rows["uniform"][:3] == rows["atp-flat"][:3]  # accuracy, its diff, ppl
+
+
+def test_stage_times_count_what_a_resumed_cells_earlier_runs_stored(tmp_path):
+    """A sensitivity cell that ran 100 s after resuming blocks that took 500 s: 600 s."""
+    from layerif.experiments.report import stage_times
+
+    for key, seconds, result in [("a", 100.0, {"resumed_seconds": 500.0}), ("b", 30.0, {}),
+                                 ("c", 60.0, None)]:
+        kind = "sensitivity" if key == "a" else "eval"
+        (tmp_path / "cells" / kind / key).mkdir(parents=True)
+        (tmp_path / "cells" / kind / key / "cell.json").write_text(
+            json.dumps({"kind": kind, "seconds": seconds, "result": result}))
+    table = stage_times(tmp_path)
+    assert "| sensitivity | 1 | 10.0 | 600.0 |" in table
+    assert "| eval | 2 | 1.5 | 45.0 |" in table and "| all | 3 | 11.5 | - |" in table

@@ -133,6 +133,39 @@ def test_measured_increase_restores_weights(tokenizer, calib):
     assert increase == pytest.approx(want, rel=1e-9) and increase != 0
 
 
+def test_an_interrupted_measurement_resumes_bit_for_bit_and_counts_its_earlier_time(
+        tokenizer, calib, tmp_path):
+    """Killed after block 0, resumed: the same table bit for bit, block 0 loaded (not run
+    again), and the reported cost includes the time block 0 took in the first run."""
+    from layerif.influence.checkpoint import StepCache
+
+    model = build_tiny_model("llama", len(tokenizer), layers=3).eval()
+    calibration = calibration_samples(tokenizer, calib, 4, 24, 0)
+    held = calibration_samples(tokenizer, calib, 3, 32, 1)
+    whole = measure_sensitivity(model, "wanda", [0.3, 0.6], calibration, held, progress=False)
+    cache = StepCache(tmp_path / "resume", {"run": 1})
+
+    def killed_at_block_1(name, compute):
+        if name == "block-1":
+            raise KeyboardInterrupt
+        return cache(name, compute)
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_sensitivity(model, "wanda", [0.3, 0.6], calibration, held, progress=False,
+                            steps=killed_at_block_1)
+    # the first run's block 0 as if it had taken 1000 s (a real Qwen block takes minutes)
+    first = torch.load(tmp_path / "resume" / "block-0.pt", weights_only=True)
+    torch.save({**first, "seconds": torch.tensor(1000.0)}, tmp_path / "resume" / "block-0.pt")
+    resumed = StepCache(tmp_path / "resume", {"run": 1})
+    result = measure_sensitivity(model, "wanda", [0.3, 0.6], calibration, held,
+                                 progress=False, steps=resumed)
+    assert resumed.resumed == ["dense", "block-0"]
+    np.testing.assert_array_equal(result.window_delta, whole.window_delta)
+    block_seconds = result.extra["block_seconds"]
+    assert len(block_seconds) == 3 and block_seconds[0] == 1000.0
+    assert 1000 + sum(block_seconds[1:]) - 0.1 <= result.seconds < 2000  # (0.1: rounding)
+
+
 # --- the command ------------------------------------------------------------------------
 
 

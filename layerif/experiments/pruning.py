@@ -332,7 +332,10 @@ def _sensitivity(store, config, model, model_id, calibration) -> str | None:
         # finished blocks are kept beside the cell, so a killed grid resumes mid-measurement
         record = job.run(folder / "sensitivity", resume_dir=folder.parent / f"{folder.name}"
                          ".resume", progress=store.bars)
-        return {"dense_nll": record["dense_nll"], "seconds": record["seconds"]}
+        # resumed_seconds: what the blocks loaded from an interrupted run took there (the stage
+        # times add it to the cell's own seconds)
+        return {"dense_nll": record["dense_nll"], "seconds": record["seconds"],
+                "resumed_seconds": record.get("resumed_seconds", 0.0)}
 
     key, _ = store.run("sensitivity", settings, compute,
                        label=f"{config.pruners[0].name} at {config.sensitivity['levels']}",

@@ -133,12 +133,16 @@ def group(records: list[dict], n_slices: int) -> dict[tuple, list[Cell]]:
 def stage_times(out: str | Path) -> str:
     """A markdown table of the compute time per stage (cell kind): cells, total and mean
     seconds, as each cell recorded when it ran (cells of every run into `out`, including any
-    left over from an earlier config; wall time of whatever machine and load ran them)."""
+    left over from an earlier config; wall time of whatever machine and load ran them), plus
+    the `resumed_seconds` a resumed cell's result records for the work its interrupted runs
+    stored (a sensitivity measurement's finished blocks)."""
     by_kind: dict[str, list[float]] = {}
     for path in sorted((Path(out) / "cells").glob("*/*/cell.json")):
         try:
             cell = json.loads(path.read_text())
-            by_kind.setdefault(cell["kind"], []).append(float(cell["seconds"]))
+            result = cell.get("result") if isinstance(cell.get("result"), dict) else {}
+            by_kind.setdefault(cell["kind"], []).append(
+                float(cell["seconds"]) + float(result.get("resumed_seconds", 0.0)))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a damaged cell is reported and recomputed by the runner
     lines = ["**time per stage (seconds as recorded by each cell)**", "",

@@ -193,13 +193,34 @@ def measure_sensitivity(
     specs = discover_blocks(model)
     modules = [model.get_submodule(b.path) for b in specs]
     device = next(model.parameters()).device
-    dense = np.asarray(steps("dense", lambda: torch.tensor(dense_nll(model, held))),
+    resumed_seconds = 0.0  # what the steps loaded from an earlier, interrupted run took there
+
+    def step(name: str, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, bool]:
+        """(value, seconds it took, resumed?) of a resumable step. A step stores its own time,
+        so that a measurement resumed across sessions still reports what it cost in all."""
+        nonlocal resumed_seconds
+        computed = False
+
+        def timed() -> dict:
+            nonlocal computed
+            computed, began = True, time.perf_counter()
+            value = compute()
+            return {"value": value, "seconds": torch.tensor(time.perf_counter() - began)}
+
+        stored = steps(name, timed)
+        seconds = float(stored["seconds"])
+        if not computed:
+            resumed_seconds += seconds
+        return stored["value"], seconds, not computed
+
+    dense = np.asarray(step("dense", lambda: torch.tensor(dense_nll(model, held)))[0],
                        dtype=np.float64)
     held_in: CapturedInputs = capture_block_inputs(model, held)
     cal_in: CapturedInputs | None = (capture_block_inputs(model, calibration)
                                      if chosen.needs_calibration else None)
     held_hidden, cal_hidden = held_in.hidden, cal_in.hidden if cal_in else []
     nll = np.zeros((len(specs), len(levels), len(held)))
+    block_seconds = []
     bar = tqdm(total=len(specs) * len(levels), desc=f"sensitivity ({pruner})", unit="trial",
                disable=not progress)
     for l, (spec, module) in enumerate(zip(specs, modules, strict=True)):
@@ -231,10 +252,11 @@ def measure_sensitivity(
                     oriented_weight(m).copy_(w)
             return torch.tensor(rows, dtype=torch.float64)
 
-        before = bar.n
-        nll[l] = np.asarray(steps(f"block-{l}", trials))
-        if bar.n == before:  # resumed: the bar counts the block's trials, but restarts its
-            done = before + len(levels)  # clock so that the time left comes from trials run now
+        rows, seconds, resumed = step(f"block-{l}", trials)
+        nll[l] = np.asarray(rows)
+        block_seconds.append(seconds)
+        if resumed:  # the bar counts the block's trials, but restarts its clock so that
+            done = bar.n + len(levels)  # the time left comes from trials run now
             bar.initial = 0
             bar.reset()
             bar.n = bar.last_print_n = bar.initial = done
@@ -248,7 +270,9 @@ def measure_sensitivity(
     return Sensitivity(levels, [b.index for b in specs],
                        [sum(m.numel for m in b.matrices) for b in specs],
                        float(dense.mean()), dense.tolist(), window_delta.mean(-1), low, high,
-                       window_delta, time.perf_counter() - start)
+                       window_delta, time.perf_counter() - start + resumed_seconds,
+                       {"block_seconds": [round(t, 1) for t in block_seconds],
+                        "resumed_seconds": round(resumed_seconds, 1)})
 
 
 @torch.no_grad()

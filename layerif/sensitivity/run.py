@@ -125,7 +125,9 @@ class SensitivityRun:
         held = held_windows(tokenizer, self.held, self.held_windows, self.seqlen)
         calibration = calibration_samples(tokenizer, self.calibration, self.nsamples,
                                           self.seqlen, self.seed)
-        steps = StepCache(resume_dir, {**self.key(), "fingerprint": fingerprint})
+        # "steps": what a stored step holds (its value and its seconds); an older folder restarts
+        steps = StepCache(resume_dir, {**self.key(), "fingerprint": fingerprint,
+                                       "steps": "value+seconds"})
         result = measure_sensitivity(model, self.pruner, self.levels, calibration, held,
                                      progress=progress, steps=steps, seed=self.seed)
         additivity = []
