@@ -5,6 +5,9 @@
 # stopped. The cells' records and per-item results (not pruned weights or adapters, deleted
 # once evaluated) are kept in experiments/results/NAME/cells, so that a report can be rebuilt
 # from a checkout and a run resumes on another machine: they seed runs/exp/NAME/cells here.
+# A grid takes from the other grids' cells (live or committed) every cell with the same key
+# (`experiment run --reuse-cells`): a SparseGPT grid the scores and allocations of the Wanda
+# grid of its model, whose searches prune with Wanda in both.
 # Usage: bash experiments/run-required.sh [NAME ...]     (default: all, in this order)
 #        bash experiments/run-required.sh --save-cells NAME ...   (keep a running grid's cells
 #        and write the tables of its finished seeds: `experiment run --stored-only`, then report)
@@ -39,20 +42,26 @@ if [ "${1:-}" = "--save-cells" ]; then
   for name in "$@"; do save_cells "$name" && partial_report "$name"; done
   exit 0
 fi
+all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
+     pruning-wanda70-zeroshot lora-moe-sciq
+     sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
+     sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70)
 names=("$@")
-if [ ${#names[@]} -eq 0 ]; then
-  names=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-         pruning-wanda70-zeroshot lora-moe-sciq
-         sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
-         sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70)
-fi
+[ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 for name in "${names[@]}"; do
   echo "== $name ($(date -u +%H:%M:%S))"
   if [ -d "experiments/results/$name/cells" ]; then  # resume from the committed cells
     mkdir -p "runs/exp/$name/cells"
     cp -rn "experiments/results/$name/cells/." "runs/exp/$name/cells/"
   fi
-  .venv/bin/layerif experiment run "experiments/$name.yaml" --out "runs/exp/$name"
+  reuse=()
+  for other in "${all[@]}"; do
+    [ "$other" != "$name" ] || continue
+    for cells in "runs/exp/$other/cells" "experiments/results/$other/cells"; do
+      if [ -d "$cells" ]; then reuse+=(--reuse-cells "$cells"); fi
+    done
+  done
+  .venv/bin/layerif experiment run "experiments/$name.yaml" --out "runs/exp/$name" "${reuse[@]}"
   .venv/bin/layerif experiment report "runs/exp/$name"
   rm -rf "experiments/results/$name" && mkdir -p "experiments/results/$name"
   cp -r "runs/exp/$name"/{tables.md,results.csv,report.html,plots} "experiments/results/$name/"

@@ -376,6 +376,54 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
     assert (tmp_path / "tables.md").read_text() == tables.read_text()
 
 
+def _tables_without_times(out: Path) -> str:
+    write_report(out)
+    return (out / "tables.md").read_text().split("**time per stage")[0]
+
+
+def test_a_grid_takes_another_grids_cells_where_the_keys_match(tmp_path, capsys):
+    """A grid that differs from a stored one only in its pruner takes that grid's random
+    model, scores and allocations (an ATP search among them) from --reuse-cells instead of
+    computing them, prunes and evaluates its own models, and ends with the same tables as a
+    run that computed everything; a damaged cell there is computed here, never taken."""
+    methods = [{"method": "uniform"}, {"method": "atp", "grid": "0,1", "nsamples": 2,
+                                      "held": 2},
+               {"method": "layerif", "aggregate": "helpful", "label": "layerif"}]
+    wanda = run_pruning(load_config(small_config(tmp_path, methods=methods)),
+                        tmp_path / "wanda", progress=False)
+    assert kinds(wanda)["allocation"] == 3
+    damaged = next((tmp_path / "wanda").glob("cells/allocation/*/alloc.json"))
+    damaged.write_text(damaged.read_text().replace("0.", "0.9", 1))
+    magnitude = load_config(small_config(tmp_path, methods=methods, pruners=["magnitude"]))
+    fresh = run_pruning(magnitude, tmp_path / "fresh", progress=False)
+    assert main(["experiment", "run", str(magnitude.path), "--out", str(tmp_path / "taken"),
+                 "--quiet", "--reuse-cells", str(tmp_path / "wanda")]) == 0
+    assert "took 4 stored cells from --reuse-cells" in capsys.readouterr().out
+    cells = {p.parent.name: json.loads(p.read_text()) for p in
+             (tmp_path / "taken").glob("cells/*/*/cell.json")}
+    taken = sorted(c["kind"] for c in cells.values() if c.get("reused_from"))
+    assert taken == ["allocation", "allocation", "model", "scores"]  # not the damaged one
+    assert all(c["reused_from"] == str(tmp_path / "wanda" / "cells")
+               for c in cells.values() if c.get("reused_from"))
+    assert not any(c["kind"] in ("pruned", "eval") and c.get("reused_from")
+                   for c in cells.values())
+    assert _tables_without_times(tmp_path / "taken") == _tables_without_times(
+        tmp_path / "fresh")
+    taken_rows = json.loads((tmp_path / "taken" / "manifest.json").read_text())["rows"]
+    assert [r["eval"] for r in taken_rows] == [r["eval"] for r in fresh.rows]  # same keys
+    times = (tmp_path / "taken" / "tables.md").read_text().split("**time per stage")[1]
+    assert "| allocation | 1 |" in times and "2 allocation" in times and "1 scores" in times
+
+
+def test_reuse_cells_of_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    config = small_config(tmp_path)
+    assert main(["experiment", "run", str(config), "--out", str(tmp_path / "o"),
+                 "--reuse-cells", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "--reuse-cells" in err and "no such folder" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_cell_that_fails_leaves_no_temporary_folder(tmp_path):
     """A compute that raises (a bad value found late, Ctrl-C) leaves nothing half-made: the
     next run finds no `.KEY.tmp` folder, and no cell."""

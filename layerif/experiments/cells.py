@@ -6,6 +6,12 @@ the keys of the cells it reads, so changing one setting changes the keys of exac
 downstream of it. A cell is written in a temporary folder and renamed into place when complete,
 so a killed run leaves no half cell; a cell whose cell.json is unreadable or whose artefacts do
 not match their recorded hashes is reported and recomputed, never used.
+
+A store may also read the cells of other experiment folders (`reuse`): a cell missing here
+whose key is stored there, intact, is copied in (marked `reused_from`) instead of computed.
+Keys cover every setting, so only the same work is taken: a SparseGPT grid of the same model,
+seeds and calibration takes a Wanda grid's scores and allocations (their searches prune with
+their own pruner option, not the grid's), never its pruned models or evaluations.
 """
 
 from __future__ import annotations
@@ -16,11 +22,17 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
+# Kinds never taken from another folder: their artefacts (pruned weights, adapters) are deleted
+# once evaluated, and the runner reads whether they are still there to decide what to redo.
+NOT_REUSED = ("pruned", "adapter")
+# and no cell's weights, adapters or training checkpoints are copied (as `run-required.sh
+# --save-cells` leaves them out)
+WEIGHTS = shutil.ignore_patterns("model", "adapter", "checkpoint*")
 
 
 class CellMissing(Exception):
@@ -54,14 +66,22 @@ def cell_damage(folder: Path) -> str | None:
     return None
 
 
+def cells_folder(folder: str | Path) -> Path:
+    """The cells of an experiment folder (FOLDER/cells), or FOLDER itself when it is one."""
+    folder = Path(folder)
+    return folder / "cells" if (folder / "cells").is_dir() else folder
+
+
 class CellStore:
     """The cells of one experiment folder; `executed` lists what this process computed."""
 
     def __init__(self, root: str | Path, progress: Callable[[str], None] | None = None,
-                 stored_only: bool = False):
+                 stored_only: bool = False, reuse: Sequence[str | Path] = ()):
         self.root = Path(root) / "cells"
         self.stored_only = stored_only  # never compute: a missing cell raises CellMissing
+        self.reuse = [cells_folder(r) for r in reuse]  # other experiments' cells, read only
         self.executed: list[tuple[str, str]] = []
+        self.reused: list[tuple[str, str]] = []
         self.corrupt: list[str] = []
         self.progress = progress or (lambda _line: None)
         self.bars = progress is not None  # whether an hours-long cell shows its own bar
@@ -97,7 +117,7 @@ class CellStore:
         """The stored cell (its cell.json) if complete and intact, else None (a damaged one is
         removed, logged and listed in `corrupt`)."""
         folder = self.folder(kind, key)
-        if not folder.is_dir():
+        if not folder.is_dir() and not self._take(kind, key):
             return None
         damage = cell_damage(folder)
         if damage:
@@ -107,6 +127,28 @@ class CellStore:
                 shutil.rmtree(folder, ignore_errors=True)
             return None
         return json.loads((folder / CELL_FILE).read_text())
+
+    def _take(self, kind: str, key: str) -> bool:
+        """Copy the intact cell kind/key of the first `reuse` folder that stores it into this
+        store (atomically, marked `reused_from`); whether one was taken."""
+        if self.stored_only or kind in NOT_REUSED:
+            return False
+        for other in self.reuse:
+            source = other / kind / key
+            if not source.is_dir() or cell_damage(source):
+                continue
+            folder = self.folder(kind, key)
+            tmp = folder.with_name(f".{key}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp, ignore=WEIGHTS)
+            cell = json.loads((tmp / CELL_FILE).read_text())
+            cell["reused_from"] = str(other)
+            (tmp / CELL_FILE).write_text(json.dumps(cell, indent=1, default=str))
+            os.replace(tmp, folder)
+            self.reused.append((kind, key))
+            self.progress(f"{kind:8s} {cell.get('label', ''):48s}  reused from {other}")
+            return True
+        return False
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
             hashed: tuple[str, ...] = ()) -> tuple[str, dict]:

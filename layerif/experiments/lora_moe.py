@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,15 +64,15 @@ def _check_total(config: MoEExperimentConfig, model: str) -> None:
                           f"{layers}.")
 
 
-def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = True
-                 ) -> RunSummary:
+def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = True,
+                 reuse: Sequence[str | Path] = ()) -> RunSummary:
     """Run (or resume) the LoRA-MoE grid of `config` in `out`; returns what was computed."""
     start = time.perf_counter()
     out = Path(out)
     scoring, training, lora, evaluation = moe_settings(config)
     specs = {t["task"]: evaluation_spec(t["task"], evaluation) for t in config.tasks}
     _refuse_overlaps(config, specs)
-    store = CellStore(out, progress=print if progress else None)
+    store = CellStore(out, progress=print if progress else None, reuse=reuse)
     model = _model(config, store)
     _check_total(config, model)
     model_id = config.model
@@ -99,7 +100,8 @@ def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = 
     write_json(out / MANIFEST, {"config": config.path, "name": config.name, "kind": config.kind,
                                 "tasks": config.tasks, "rows": rows,
                                 "scores": list(scores_keys.values())})
-    return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows)
+    return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows,
+                      reused=store.reused)
 
 
 def _refuse_overlaps(config: MoEExperimentConfig, specs: dict) -> None:

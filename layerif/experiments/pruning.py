@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class RunSummary:
     seconds: float
     rows: list[dict] = field(default_factory=list)  # one per evaluated model
     partial: dict | None = None  # a stored-only run: what its manifest leaves out
+    reused: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) copied in
 
 
 def _model(config: ExperimentConfig, store: CellStore) -> str:
@@ -73,19 +75,21 @@ def _model(config: ExperimentConfig, store: CellStore) -> str:
 
 
 def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True,
-                stored_only: bool = False) -> RunSummary:
+                stored_only: bool = False, reuse: Sequence[str | Path] = ()) -> RunSummary:
     """Run (or resume) the grid of `config` in `out`; returns what was computed.
 
     stored_only: compute nothing; the manifest names only the stored cells of the seeds whose
     every row is stored (a report of a grid still running or interrupted), with a `partial`
-    entry saying what is left out."""
+    entry saying what is left out. reuse: other experiment folders whose cells with the same
+    keys are copied in instead of computed (CellStore)."""
     from .. import score_layers
 
     start = time.perf_counter()
     out = Path(out)
     calibration, evaluation, scoring = run_settings(config)
     _refuse_overlaps(config, calibration, evaluation)
-    store = CellStore(out, progress=print if progress else None, stored_only=stored_only)
+    store = CellStore(out, progress=print if progress else None, stored_only=stored_only,
+                      reuse=reuse)
     stored = _stored_or_none if stored_only else (lambda f, *a, **k: f(*a, **k))
     model = stored(_model, config, store)
     if model is None:
@@ -197,7 +201,7 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
         manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
     write_json(out / MANIFEST, manifest)
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start,
-                      manifest["rows"], manifest.get("partial"))
+                      manifest["rows"], manifest.get("partial"), store.reused)
 
 
 def _default_arguments(pruner) -> bool:

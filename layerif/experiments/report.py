@@ -135,14 +135,17 @@ def stage_times(out: str | Path) -> str:
     seconds, as each cell recorded when it ran (cells of every run into `out`, including any
     left over from an earlier config; wall time of whatever machine and load ran them), plus
     the `resumed_seconds` a resumed cell's result records for the work its interrupted runs
-    stored (a sensitivity measurement's finished blocks)."""
+    stored (a sensitivity measurement's finished blocks). Cells copied in from another
+    experiment (`reused_from`) cost this one nothing: they are counted apart, by kind."""
     by_kind: dict[str, list[float]] = {}
+    reused: dict[str, list[float]] = {}
     for path in sorted((Path(out) / "cells").glob("*/*/cell.json")):
         try:
             cell = json.loads(path.read_text())
             result = cell.get("result") if isinstance(cell.get("result"), dict) else {}
-            by_kind.setdefault(cell["kind"], []).append(
-                float(cell["seconds"]) + float(result.get("resumed_seconds", 0.0)))
+            seconds = float(cell["seconds"]) + float(result.get("resumed_seconds", 0.0))
+            (reused if cell.get("reused_from") else by_kind).setdefault(
+                cell["kind"], []).append(seconds)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a damaged cell is reported and recomputed by the runner
     lines = ["**time per stage (seconds as recorded by each cell)**", "",
@@ -152,6 +155,11 @@ def stage_times(out: str | Path) -> str:
                      f"{sum(seconds) / len(seconds):.1f} |")
     total = sum(sum(s) for s in by_kind.values())
     lines.append(f"| all | {sum(map(len, by_kind.values()))} | {total / 60:.1f} | - |")
+    if reused:
+        lines += ["", "Taken from another experiment's stored cells (same keys, so the same "
+                  "work; its time was spent there): " + ", ".join(
+                      f"{len(s)} {kind} ({sum(s) / 60:.1f} min)" for kind, s in reused.items())
+                  + "."]
     return "\n".join(lines)
 
 
