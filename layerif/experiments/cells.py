@@ -117,8 +117,8 @@ class CellStore:
         """The stored cell (its cell.json) if complete and intact, else None (a damaged one is
         removed, logged and listed in `corrupt`)."""
         folder = self.folder(kind, key)
-        if not folder.is_dir() and not self._take(kind, key):
-            return None
+        if not folder.is_dir():
+            return self._take(kind, key)
         damage = cell_damage(folder)
         if damage:
             log.warning("cell %s/%s is damaged (%s); recomputing it", kind, key, damage)
@@ -128,27 +128,29 @@ class CellStore:
             return None
         return json.loads((folder / CELL_FILE).read_text())
 
-    def _take(self, kind: str, key: str) -> bool:
-        """Copy the intact cell kind/key of the first `reuse` folder that stores it into this
-        store (atomically, marked `reused_from`); whether one was taken."""
+    def _take(self, kind: str, key: str) -> dict | None:
+        """The cell kind/key copied in from the first `reuse` folder that stores it intact
+        (atomically, marked `reused_from`; its cell.json), or None."""
         if self.stored_only or kind in NOT_REUSED:
-            return False
+            return None
+        folder = self.folder(kind, key)
+        tmp = folder.with_name(f".{key}.tmp")
         for other in self.reuse:
-            source = other / kind / key
-            if not source.is_dir() or cell_damage(source):
+            if not (other / kind / key).is_dir():
                 continue
-            folder = self.folder(kind, key)
-            tmp = folder.with_name(f".{key}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(source, tmp, ignore=WEIGHTS)
+            shutil.copytree(other / kind / key, tmp, ignore=WEIGHTS)
+            if cell_damage(tmp):  # (checked on the copy: what lands here is what was hashed)
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
             cell = json.loads((tmp / CELL_FILE).read_text())
             cell["reused_from"] = str(other)
             (tmp / CELL_FILE).write_text(json.dumps(cell, indent=1, default=str))
             os.replace(tmp, folder)
             self.reused.append((kind, key))
             self.progress(f"{kind:8s} {cell.get('label', ''):48s}  reused from {other}")
-            return True
-        return False
+            return cell
+        return None
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
             hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
