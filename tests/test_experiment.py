@@ -322,6 +322,8 @@ def test_searches_never_read_evaluation_data(method, tmp_path):
         run_pruning(config, out, progress=False)
         alloc = json.loads(next(out.glob("cells/allocation/*/alloc.json")).read_text())
         chosen.append({k: v for k, v in alloc["parameters"].items() if k != "scores"})
+        # each trial is kept beside the cells (an interrupted search resumes at its next one)
+        assert len(list(out.glob("cells/search-trials/*.json"))) == 3
     assert chosen[0] == chosen[1]
     search = chosen[0].get("search", chosen[0])
     assert len(set(search["held_perplexity"])) == 3  # the grid points differ: a real choice

@@ -165,3 +165,52 @@ def test_a_search_repeats_no_trial_of_an_earlier_one_and_a_changed_model_repeats
                               scores=_scores(4), tune=True, grid="-0.5,0", nsamples=4,
                               held=3).parameters["search"]
     assert other["repeated_trials"] == 0
+
+
+def test_a_search_killed_mid_way_resumes_at_its_next_trial_from_the_kept_trials(
+        tokenizer, calib, tmp_path, monkeypatch):
+    """Inside `kept_trials`, each finished trial is a file: a search killed at its third trial
+    run again in a fresh process (memo cleared) runs only the trials not kept, and chooses from
+    the same perplexities, bit for bit, as a search never interrupted. An unreadable kept trial
+    is run again, not read; outside `kept_trials` nothing is written."""
+    from layerif.allocation.sparsity_methods import search
+
+    torch.manual_seed(0)
+    model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
+    samples = calibration_samples(tokenizer, calib, 10, 16, 0)
+    kept = tmp_path / "trials"
+
+    def atp():
+        return allocate_sparsity("atp", 0.6, model=model, calibration=samples, nsamples=4,
+                                 held=3, grid="0,0.3,0.6,1")
+
+    search._TRIALS.clear()
+    whole = atp()
+    assert not kept.exists() and whole.parameters["repeated_trials"] == 0
+    trial, ran = search.held_perplexity, []
+
+    def killed_at_the_third(*args):
+        if len(ran) == 2:
+            raise KeyboardInterrupt
+        ran.append(args)
+        return trial(*args)
+
+    search._TRIALS.clear()
+    monkeypatch.setattr(search, "held_perplexity", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt), search.kept_trials(kept):
+        atp()
+    assert len(list(kept.glob("*.json"))) == 2 and not list(kept.glob(".*"))
+    monkeypatch.setattr(search, "held_perplexity", trial)
+    search._TRIALS.clear()  # a new process
+    with search.kept_trials(kept):
+        resumed = atp()
+    assert resumed.parameters["repeated_trials"] == 2
+    assert resumed.parameters["held_perplexity"] == whole.parameters["held_perplexity"]
+    assert resumed.parameters["beta"] == whole.parameters["beta"]
+    np.testing.assert_array_equal(resumed.ratios, whole.ratios)
+    sorted(kept.glob("*.json"))[0].write_text("{")  # a damaged file: the trial is run again
+    search._TRIALS.clear()
+    with search.kept_trials(kept):
+        again = atp()
+    assert again.parameters["repeated_trials"] == 3
+    assert again.parameters["held_perplexity"] == whole.parameters["held_perplexity"]

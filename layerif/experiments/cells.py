@@ -12,6 +12,9 @@ whose key is stored there, intact, is copied in (marked `reused_from`) instead o
 Keys cover every setting, so only the same work is taken: a SparseGPT grid of the same model,
 seeds and calibration takes a Wanda grid's scores and allocations (their searches prune with
 their own pruner option, not the grid's), never its pruned models or evaluations.
+
+Beside the cells, OUT/cells/search-trials keeps the finished trials of the searches (ATP's beta,
+LayerIF's epsilon) one file each, so that an interrupted search loses at most one trial.
 """
 
 from __future__ import annotations
@@ -112,6 +115,12 @@ class CellStore:
 
     def folder(self, kind: str, key: str) -> Path:
         return self.root / kind / key
+
+    @property
+    def trials(self) -> Path:
+        """Where the allocations' searches keep each finished trial (files, not cells: a search
+        killed mid-way resumes at its next trial; see `search.kept_trials`)."""
+        return self.root / "search-trials"
 
     def load(self, kind: str, key: str) -> dict | None:
         """The stored cell (its cell.json) if complete and intact, else None (a damaged one is

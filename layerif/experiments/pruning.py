@@ -396,6 +396,7 @@ def _additivity(store, config, model, alloc_key, sensitivity_key, calibration,
 def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration,
               sensitivity_key=None):
     from ..allocation.api import allocate_sparsity, load_scores
+    from ..allocation.sparsity_methods.search import kept_trials
     from ..data.provenance import content_set
     from ..models import load_model, load_skeleton
 
@@ -423,9 +424,10 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
         if "calibration" in needs:
             samples = _calibration_windows(model, calibration, seed)
             calibration_set = content_set(calibration["source"], "calibration").to_dict()
-        alloc = allocate_sparsity(method.method, sparsity, model=loaded, model_name=model,
-                                  scores=scores, calibration=samples,
-                                  calibration_set=calibration_set, **options)
+        with kept_trials(store.trials):  # (a search killed mid-way resumes at its next trial)
+            alloc = allocate_sparsity(method.method, sparsity, model=loaded, model_name=model,
+                                      scores=scores, calibration=samples,
+                                      calibration_set=calibration_set, **options)
         alloc.save(folder / "alloc.json")
         return {"ratios": alloc.ratios, "global_sparsity": alloc.global_sparsity}
 

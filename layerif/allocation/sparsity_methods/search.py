@@ -5,7 +5,12 @@ every trial. ATP's beta and LayerIF's epsilon are chosen this way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..experts import AllocationError
 from .base import SparsityInputs
+
+log = logging.getLogger(__name__)
 
 
 def split_windows(windows: Sequence[torch.Tensor], held: int, nsamples: int, who: str,
@@ -58,6 +65,49 @@ def held_perplexity(inputs: SparsityInputs, ratios: np.ndarray, pruner: str, pru
 # repeat is looked up instead of pruning the whole model again. The digest covers every weight
 # of the model, so a changed model never matches.
 _TRIALS: dict[str, float] = {}
+# Folders trials are also kept in (innermost last; see `kept_trials`).
+_KEPT: list[Path] = []
+
+
+@contextmanager
+def kept_trials(folder: str | Path) -> Iterator[Path]:
+    """Inside, every trial is also written to `folder` (FOLDER/DIGEST.json, atomically) and
+    looked up there, so a search killed after its fifth trial (an ATP search on a 0.5B model
+    runs ~30 min on 2 cores) resumes at its sixth, in another process. The experiment runner
+    keeps its grid's trials in its cells folder."""
+    folder = Path(folder)
+    _KEPT.append(folder)
+    try:
+        yield folder
+    finally:
+        _KEPT.remove(folder)
+
+
+def _kept(key: str) -> float | None:
+    """The held perplexity kept for trial `key`, or None (an unreadable file is ignored and
+    rewritten when the trial is run again)."""
+    if not _KEPT:
+        return None
+    path = _KEPT[-1] / f"{key}.json"
+    try:
+        return float(json.loads(path.read_text())["held_perplexity"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("search trial %s is unreadable (%s); running it again", path, exc)
+        return None
+
+
+def _keep(key: str, perplexity: float, ratios: np.ndarray, pruner: str) -> None:
+    if not _KEPT:
+        return
+    path = _KEPT[-1] / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # (json writes a float's repr, which reads back bit for bit)
+    tmp.write_text(json.dumps({"held_perplexity": perplexity, "pruner": pruner,
+                               "ratios": ratios.tolist()}))
+    os.replace(tmp, path)
 
 
 def _digest(*parts) -> str:
@@ -79,8 +129,8 @@ def choose(inputs: SparsityInputs, candidates: Sequence[float],
            ratios_of: Callable[[float], np.ndarray], pruner: str, nsamples: int, held: int,
            who: str, held_flag: str) -> tuple[float, dict]:
     """(the candidate whose ratios give the lowest held perplexity, the record of the search:
-    grid, each point's perplexity, pruner, window counts and how many trials an earlier search
-    of this process had already run)."""
+    grid, each point's perplexity, pruner, window counts and how many trials were looked up
+    instead of run: run by an earlier search of this process, or kept by `kept_trials`)."""
     prune_on, held_windows = split_windows(inputs.calibration, held, nsamples, who, held_flag)
     setting = _digest(*inputs.model.state_dict().values(), pruner,
                       *(w.reshape(-1) for w in prune_on), "held", *(w.reshape(-1)
@@ -89,10 +139,13 @@ def choose(inputs: SparsityInputs, candidates: Sequence[float],
     for c in tqdm(candidates, desc=f"{who} search", leave=False):
         ratios = np.asarray(ratios_of(c), dtype=np.float64)
         key = _digest(setting, ratios)
+        if key not in _TRIALS and (kept := _kept(key)) is not None:
+            _TRIALS[key] = kept
         if key in _TRIALS:
             repeated += 1
         else:
             _TRIALS[key] = held_perplexity(inputs, ratios, pruner, prune_on, held_windows)
+            _keep(key, _TRIALS[key], ratios, pruner)
         trials.append(_TRIALS[key])
     best = int(np.argmin(trials))
     return candidates[best], {"grid": list(candidates), "held_perplexity": trials,
