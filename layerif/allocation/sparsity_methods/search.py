@@ -99,6 +99,8 @@ def _kept(key: str) -> float | None:
 
 
 def _keep(key: str, perplexity: float, ratios: np.ndarray, pruner: str) -> None:
+    """Write trial `key` to the innermost `kept_trials` folder (a temporary file renamed into
+    place: a killed write leaves no half trial); the ratios and pruner only for a reader."""
     if not _KEPT:
         return
     path = _KEPT[-1] / f"{key}.json"
