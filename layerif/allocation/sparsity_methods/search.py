@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 from tqdm.auto import tqdm
 
+from ...io import write_text
 from ..experts import AllocationError
 from .base import SparsityInputs
 
@@ -99,17 +99,13 @@ def _kept(key: str) -> float | None:
 
 
 def _keep(key: str, perplexity: float, ratios: np.ndarray, pruner: str) -> None:
-    """Write trial `key` to the innermost `kept_trials` folder (a temporary file renamed into
-    place: a killed write leaves no half trial); the ratios and pruner only for a reader."""
-    if not _KEPT:
-        return
-    path = _KEPT[-1] / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # (json writes a float's repr, which reads back bit for bit)
-    tmp.write_text(json.dumps({"held_perplexity": perplexity, "pruner": pruner,
-                               "ratios": ratios.tolist()}))
-    os.replace(tmp, path)
+    """Write trial `key` to the innermost `kept_trials` folder, atomically (a killed write
+    leaves no half trial); the ratios and pruner only for a reader. (Plain json.dumps, not
+    io.write_json: a collapsed model's perplexity may be inf, and a float's repr reads back
+    bit for bit.)"""
+    if _KEPT:
+        write_text(_KEPT[-1] / f"{key}.json", json.dumps(
+            {"held_perplexity": perplexity, "pruner": pruner, "ratios": ratios.tolist()}))
 
 
 def _digest(*parts) -> str:
