@@ -132,6 +132,15 @@ def test_perplexity_rows_carry_the_t_test_over_seeds():
     row = next(line for line in table(cells, "x").splitlines() if line.startswith("| layerif"))
     expected = ttest_rel(np.log(seeds["new"]), np.log(seeds["base"])).pvalue
     assert f"t-test p = {expected:.3f}" in row and "+0.1000 [+0.1000, +0.1000]" in row
+    assert "per seed" not in table(cells, "x")  # seeds unknown: no column to label
+    for c in cells:
+        c.seeds = (3, 5, 7)
+    lines = table(cells, "x").splitlines()
+    assert "| ppl per seed (3, 5, 7) |" in lines[2]  # each seed's value beside the mean
+    assert "| 13.00, 14.50, 15.00 |" in next(line for line in lines if "| layerif" in line)
+    for c in cells:
+        c.seeds, c.seed_ppl["t"] = (3,), c.seed_ppl["t"][:1]
+    assert "per seed" not in table(cells, "x")  # one seed: the column would repeat the mean
 
 
 def test_report_tables_and_csv(first_run, capsys):
@@ -327,6 +336,14 @@ def test_searches_never_read_evaluation_data(method, tmp_path):
     assert chosen[0] == chosen[1]
     search = chosen[0].get("search", chosen[0])
     assert len(set(search["held_perplexity"])) == 3  # the grid points differ: a real choice
+    # the report shows the choice and every grid point's held perplexity, in grid order
+    write_report(out)
+    name = "beta" if method["method"] == "atp" else "eps"
+    value = chosen[0]["beta" if name == "beta" else "epsilon"]
+    points = ", ".join(f"{p:.4g}: {h:.1f}" for p, h in zip(
+        search["grid"], search["held_perplexity"], strict=True))
+    assert (f"| {method['method']} | 0 | {name} {value:.4g} | {name} {points} |"
+            in (out / "tables.md").read_text().splitlines())
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")),
@@ -450,6 +467,12 @@ def test_a_stored_only_run_reports_the_whole_seeds_and_computes_nothing(tmp_path
     config = small_config(tmp_path, seeds=[0, 1])
     out = tmp_path / "run"
     summary = run_pruning(load_config(config), out, progress=False)
+    write_report(out)
+    complete = (out / "tables.md").read_text()
+    # a stored-only run of a complete grid: its whole report, not flagged partial
+    assert run_pruning(load_config(config), out, progress=False, stored_only=True).partial is None
+    write_report(out)
+    assert (out / "tables.md").read_text() == complete and "partial grid" not in complete
     seed1 = next(r for r in summary.rows if r["method"] == "layerif" and r["seed"] == 1)
     shutil.rmtree(out / "cells" / "eval" / seed1["eval"])
 

@@ -80,8 +80,9 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
 
     stored_only: compute nothing; the manifest names only the stored cells of the seeds whose
     every row is stored (a report of a grid still running or interrupted), with a `partial`
-    entry saying what is left out. reuse: other experiment folders whose cells with the same
-    keys are copied in instead of computed (CellStore)."""
+    entry saying what is left out (none when every cell is stored: the complete grid).
+    reuse: other experiment folders whose cells with the same keys are copied in instead of
+    computed (CellStore)."""
     from .. import score_layers
 
     start = time.perf_counter()
@@ -198,7 +199,8 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             raise LayerIFError(f"{out}: no evaluated model of this grid is stored yet, so "
                                f"there is nothing to report; run `layerif experiment run "
                                f"{config.path} --out {out}` (without --stored-only) first.")
-        manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
+        if missing:  # (with nothing missing, the grid is complete: its whole report)
+            manifest["rows"], manifest["partial"] = _whole_seeds(rows, missing, config)
     write_json(out / MANIFEST, manifest)
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start,
                       manifest["rows"], manifest.get("partial"), store.reused)

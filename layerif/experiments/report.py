@@ -9,8 +9,11 @@ item; each scoring slice of a LayerIF method its own row), with
   seeds' means (as the paper's Table 9);
 - perplexity of each set, exp(mean NLL per token), with its interval over windows, and the
   paired difference of log-perplexity to the best baseline (lowest perplexity) over windows;
-  with several seeds, also the paired t-test over the seeds' log-perplexities.
-The best value is bold only when its interval excludes the runner-up.
+  with several seeds, also the paired t-test over the seeds' log-perplexities;
+- with several seeds, each seed's value beside the mean.
+The best value is bold only when its interval excludes the runner-up. A table of the settings
+searched on calibration data follows (search_report: ATP's beta, LayerIF's --tune epsilon, each
+grid point's held perplexity, per seed).
 Both kinds end with the time per stage: the seconds each cell recorded, summed by kind.
 """
 
@@ -31,6 +34,7 @@ from ..io import write_text
 from .cells import cell_damage
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
+from .search_report import searches_section
 from .sensitivity_report import sensitivity_section
 from .tables import Cell, table
 
@@ -125,7 +129,8 @@ def group(records: list[dict], n_slices: int) -> dict[tuple, list[Cell]]:
                 np.mean(items, axis=0) if items[0].size else np.zeros(0),
                 [float(i.mean()) for i in items if i.size],
                 {s: np.mean([w[s] for w in windows], axis=0) for s in windows[0]},
-                {s: [math.exp(float(w[s].mean())) for w in windows] for s in windows[0]}))
+                {s: [math.exp(float(w[s].mean())) for w in windows] for s in windows[0]},
+                tuple(r["seed"] for r in rs)))
         groups[key] = cells
     return groups
 
@@ -197,6 +202,9 @@ def write_report(out: str | Path) -> list[Path]:
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    searches = searches_section(out, manifest["rows"], lambda row: _label(row, n_slices))
+    if searches:
+        parts += [searches, ""]
     section, sensitivity_figures = sensitivity_section(out, manifest)
     if section:
         parts += [section, ""]

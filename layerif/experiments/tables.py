@@ -1,7 +1,7 @@
 """The Table-2 shaped rendering both experiment reports share (report.py for pruning grids,
 moe_report.py for LoRA-MoE grids): a row per method with its mean and bootstrap 95% interval,
 the paired difference to the best baseline with its interval and p-value, and, with several
-seeds, the paired t-test over the seeds' means.
+seeds (when the cells know them), each seed's value and the paired t-test over the seeds' means.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Cell:
     seed_means: list[float]
     windows: dict[str, np.ndarray]  # ppl source -> per-window NLL per token, mean over seeds
     seed_ppl: dict[str, list[float]]
+    seeds: tuple[int, ...] = ()  # the seeds of seed_means and seed_ppl, in their order
 
 
 def _fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: int = 1) -> str:
@@ -44,15 +45,27 @@ def _t_test(a: list[float], b: list[float], unit: str = "{:+.1f}", scale: float 
     return f", t-test p = {ttest_rel(a, b).pvalue:.3f}"
 
 
+def _per_seed_header(cells: list[Cell]) -> str | None:
+    """The per-seed column's header when the cells share two or more seeds, else None (one
+    seed: the column would repeat the mean)."""
+    seeds = {c.seeds for c in cells}
+    if len(seeds) != 1 or len(next(iter(seeds))) < 2:
+        return None
+    return f"per seed ({', '.join(map(str, next(iter(seeds))))})"
+
+
 def table(cells: list[Cell], title: str) -> str:
     """One Table-2 shaped markdown table (see the module docstring)."""
     has_acc = any(c.items.size for c in cells)
     sources = list(cells[0].windows) if cells else []
+    per_seed = _per_seed_header(cells)
     header = ["method"]
     if has_acc:
-        header += ["mean acc % [95% CI]", "vs best baseline: diff [95% CI], p"]
+        header += ["mean acc % [95% CI]"] + ([f"acc % {per_seed}"] if per_seed else []) + [
+            "vs best baseline: diff [95% CI], p"]
     for s in sources:
-        header += [f"ppl {s} [95% CI]", "vs best baseline: log-ppl diff [95% CI], p"]
+        header += [f"ppl {s} [95% CI]"] + ([f"ppl {per_seed}"] if per_seed else []) + [
+            "vs best baseline: log-ppl diff [95% CI], p"]
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     acc = {c.label: bootstrap_interval(c.items) for c in cells if c.items.size}
@@ -69,6 +82,8 @@ def table(cells: list[Cell], title: str) -> str:
             iv = acc[c.label]
             cell = _fmt_ci(iv.mean, iv.low, iv.high)
             row.append(f"**{cell}**" if c.label == bold_acc else cell)
+            if per_seed:
+                row.append(", ".join(f"{100 * m:.1f}" for m in c.seed_means))
             if best_acc is None or c is best_acc:
                 row.append("(best baseline)" if c is best_acc else "-")
             else:
@@ -79,6 +94,8 @@ def table(cells: list[Cell], title: str) -> str:
             iv = ppl[s][c.label]
             cell = f"{math.exp(iv.mean):.2f} [{math.exp(iv.low):.2f}, {math.exp(iv.high):.2f}]"
             row.append(f"**{cell}**" if c.label == bold_ppl[s] else cell)
+            if per_seed:
+                row.append(", ".join(f"{p:.2f}" for p in c.seed_ppl[s]))
             base = best_ppl.get(s)
             if base is None or c is base:
                 row.append("(best baseline)" if c is base else "-")
