@@ -109,11 +109,33 @@ def test_progress_lines_count_the_cells_left(tmp_path):
     store = CellStore(tmp_path, progress=lines.append)
     store.plan({"a": 2, "b": 1})
     store.run("a", {"i": 0}, lambda folder: {})
-    assert lines[-1].endswith("left for 2 more cells at most (+ b not timed yet)"), lines
+    assert lines[-1].endswith("left for up to 2 more cells (+ b not timed yet)"), lines
     store.run("a", {"i": 0}, lambda folder: {})  # stored: visited, not computed, no line
     assert len(lines) == 1 and store.todo == {"a": 0, "b": 1}
     store.run("b", {"i": 0}, lambda folder: {})
     assert lines[-1].endswith(" s")  # nothing left to visit: no estimate
+
+
+def test_the_time_left_counts_each_stage_at_its_own_recorded_mean(tmp_path):
+    """A search's allocation is counted at the searches' time, not at the mean of every
+    allocation (which a few closed-form ones drag to seconds), and a resumed run estimates
+    from its stored cells' recorded seconds before it has computed anything."""
+    import json
+
+    from layerif.experiments.cells import CellStore, cell_key
+
+    store = CellStore(tmp_path)
+    for i, (stage, seconds) in enumerate([("allocation atp", 1200.0), ("allocation owl", 6.0),
+                                          ("allocation owl", 6.0)]):
+        store.run("allocation", {"i": i}, lambda folder: {}, stage=stage)
+        path = store.folder("allocation", cell_key("allocation", {"i": i})) / "cell.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": seconds}))
+    resumed = CellStore(tmp_path)  # a fresh process over the same cells
+    resumed.plan({"allocation atp": 3, "allocation owl": 3})
+    for i, stage in enumerate(["allocation atp", "allocation owl", "allocation owl"]):
+        resumed.run("allocation", {"i": i}, lambda folder: {}, stage=stage)
+    # two ATP searches at 20 min and one OWL at 6 s are left: ~40 min (one mean says ~20)
+    assert resumed.time_left() == "   ~40 min left for up to 3 more cells"
 
 
 def test_perplexity_rows_carry_the_t_test_over_seeds():
@@ -385,9 +407,9 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
         return
     stored = CellStore.run
 
-    def must_be_stored(self, kind, settings, compute, label="", hashed=()):
+    def must_be_stored(self, kind, settings, compute, label="", hashed=(), stage=None):
         assert self.load(kind, cell_key(kind, settings)) is not None, f"{kind} {label} missing"
-        return stored(self, kind, settings, compute, label, hashed)
+        return stored(self, kind, settings, compute, label, hashed, stage)
 
     monkeypatch.setattr(CellStore, "run", must_be_stored)
     assert run_experiment(config, tmp_path, progress=False).executed == []

@@ -88,29 +88,36 @@ class CellStore:
         self.corrupt: list[str] = []
         self.progress = progress or (lambda _line: None)
         self.bars = progress is not None  # whether an hours-long cell shows its own bar
-        self._seconds: dict[str, list[float]] = {}
-        self.todo: dict[str, int] = {}  # cells of each kind the runner has yet to visit
+        self._seconds: dict[str, list[float]] = {}  # stage -> seconds of its cells so far
+        self.todo: dict[str, int] = {}  # cells of each stage the runner has yet to visit
 
     def plan(self, counts: dict[str, int]) -> None:
-        """How many cells of each kind the run will visit (stored or not), for the estimate of
-        the time left on each progress line."""
+        """How many cells of each stage the run will visit (stored or not), for the estimate
+        of the time left on each progress line. A stage is a cell kind, or a finer name the
+        runner passes to `run` where one kind's cells differ by orders of magnitude (an ATP
+        search against a closed-form allocation: "allocation atp")."""
         self.todo = dict(counts)
 
-    def visited(self, kind: str) -> None:
-        """One planned cell of `kind` was found stored without going through `run`."""
-        if self.todo.get(kind, 0) > 0:
-            self.todo[kind] -= 1
+    def visited(self, stage: str, cell: dict | None = None) -> None:
+        """One planned cell of `stage` was visited; a stored `cell` (its cell.json) lends its
+        recorded seconds to the stage's estimate, so that a resumed run estimates from the
+        start."""
+        if self.todo.get(stage, 0) > 0:
+            self.todo[stage] -= 1
+        if cell is not None and isinstance(cell.get("seconds"), int | float):
+            self._seconds.setdefault(stage, []).append(float(cell["seconds"]))
 
     def time_left(self) -> str:
-        """"~M min left for N cells", at most: every cell still to visit counted at the mean time
-        of its kind so far (kinds not timed yet are named, not guessed)."""
+        """"~M min left for up to N cells": every cell still to visit (some may turn out
+        stored) counted at the mean recorded time of its stage (stages not timed yet are
+        named, not guessed)."""
         left = sum(self.todo.values())
         if not left:
             return ""
-        seconds = sum(sum(t) / len(t) * self.todo.get(kind, 0)
-                      for kind, t in self._seconds.items())
+        seconds = sum(sum(t) / len(t) * self.todo.get(stage, 0)
+                      for stage, t in self._seconds.items())
         untimed = sorted(k for k, n in self.todo.items() if n and k not in self._seconds)
-        return (f"   ~{seconds / 60:.0f} min left for {left} more cells at most"
+        return (f"   ~{seconds / 60:.0f} min left for up to {left} more cells"
                 + (f" (+ {', '.join(untimed)} not timed yet)" if untimed else ""))
 
     def folder(self, kind: str, key: str) -> Path:
@@ -162,13 +169,15 @@ class CellStore:
         return None
 
     def run(self, kind: str, settings: dict, compute: Callable[[Path], dict], label: str = "",
-            hashed: tuple[str, ...] = ()) -> tuple[str, dict]:
+            hashed: tuple[str, ...] = (), stage: str | None = None) -> tuple[str, dict]:
         """(key, result) of the cell; computed by compute(folder) -> result (a JSON-able dict)
         only when not stored (in stored-only mode, CellMissing is raised instead). hashed:
-        artefact file names whose SHA-256 is recorded and checked on reuse."""
+        artefact file names whose SHA-256 is recorded and checked on reuse. stage: what the
+        time-left estimate counts the cell as (see `plan`; default the kind)."""
         key = cell_key(kind, settings)
-        self.visited(kind)
+        stage = stage or kind
         cell = self.load(kind, key)
+        self.visited(stage, cell)
         if cell is not None:
             return key, cell["result"]
         if self.stored_only:
@@ -195,6 +204,6 @@ class CellStore:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         self.executed.append((kind, key))
-        self._seconds.setdefault(kind, []).append(seconds)
+        self._seconds.setdefault(stage, []).append(seconds)
         self.progress(f"{kind:8s} {label:48s} {seconds:7.1f} s{self.time_left()}")
         return key, result

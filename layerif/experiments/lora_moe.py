@@ -175,9 +175,10 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
                 "training": training, "lora": lora, "seed": seed}
     adapter_key = cell_key("adapter", settings)
     eval_key = cell_key("eval", _eval_settings(adapter_key, spec, evaluation))
-    if store.load("eval", eval_key) is not None:
+    eval_cell = store.load("eval", eval_key)
+    if eval_cell is not None:
         store.visited("adapter")
-        store.visited("eval")
+        store.visited("eval", eval_cell)
         return eval_key
 
     def compute(folder):

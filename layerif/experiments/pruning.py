@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             for i in (range(len(config.slices)) if "scores" in _needs(method) else [None])]
     n_pruned = len(grid) * len(config.pruners)
     checked = bool(config.sensitivity) and config.sensitivity["check"]
-    store.plan({"scores": len(config.slices), "allocation": len(grid), "pruned": n_pruned,
+    allocations = Counter(_allocation_stage(method) for _, _, method, _ in grid)
+    store.plan({"scores": len(config.slices), **allocations, "pruned": n_pruned,
                 "eval": n_pruned + int(config.dense),
                 "sensitivity": int(bool(config.sensitivity)),
                 "additivity": sum(g[0] == config.seeds[0] for g in grid) if checked else 0})
@@ -435,8 +437,15 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
 
     key, _ = store.run("allocation", settings, compute, label=f"{method.name} {sparsity}"
                        + (f" s{seed}" if "calibration" in needs else ""),
-                       hashed=("alloc.json",))
+                       hashed=("alloc.json",), stage=_allocation_stage(method))
     return key
+
+
+def _allocation_stage(method) -> str:
+    """What the time-left estimate counts an allocation as: its method's label, because one
+    method's allocations take alike and another's do not (a closed form in seconds, an ATP or
+    --tune search of whole-model prunes in tens of minutes)."""
+    return f"allocation {method.name}"
 
 
 def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calibration, seed,
@@ -460,7 +469,7 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
     eval_cell = store.load("eval", cell_key("eval", eval_settings))
     if eval_cell is not None:
         store.visited("pruned")
-        store.visited("eval")
+        store.visited("eval", eval_cell)
         return cell_key("eval", eval_settings)
 
     def compute(folder):
