@@ -45,8 +45,7 @@ def searches_section(out: str | Path, rows: list[dict], label: Callable[[dict], 
         name, chosen, search = found
         points = ", ".join(f"{point:.4g}: {perplexity:.1f}" for point, perplexity in
                            zip(search["grid"], search["held_perplexity"], strict=True))
-        points = f"{name} {points}"
-        lines.append(f"| {label(row)} | {row['seed']} | {chosen} | {points} |")
+        lines.append(f"| {label(row)} | {row['seed']} | {chosen} | {name} {points} |")
     if not lines:
         return ""
     return "\n".join([
