@@ -165,6 +165,51 @@ def test_perplexity_rows_carry_the_t_test_over_seeds():
     assert "per seed" not in table(cells, "x")  # one seed: the column would repeat the mean
 
 
+def test_layerif_rows_are_held_against_the_allocation_they_depart_from(tmp_path):
+    """Each LayerIF row is compared with its epsilon-0 allocation, not only with the best
+    baseline: uniform for its own map, ATP under --prior atp; a twin of its reference is
+    named as the same model; a reference with other seeds is not paired."""
+    import numpy as np
+    from scipy.stats import ttest_rel
+
+    from layerif.experiments.reference_report import against_reference_section
+    from layerif.experiments.tables import Cell
+
+    alloc_of = {"uniform": ("uniform", None), "atp": ("atp", None),
+                "sensitivity": ("sensitivity", None), "layerif": ("layerif", "none"),
+                "layerif-atp": ("layerif", "atp"), "layerif-tuned": ("layerif", "none")}
+    for label, (method, prior) in alloc_of.items():
+        folder = tmp_path / "cells" / "allocation" / label
+        folder.mkdir(parents=True)
+        (folder / "alloc.json").write_text(json.dumps(
+            {"method": method, "parameters": {"prior": prior} if prior else {}}))
+    windows = np.linspace(2.0, 3.0, 12)
+    seed_ppl = {"uniform": [10.0, 12.0], "atp": [8.0, 9.0], "sensitivity": [5.0, 6.0],
+                "layerif": [13.0, 14.5], "layerif-atp": [7.0, 9.5], "layerif-tuned": [10.0, 12.0]}
+    offset = {"uniform": 0.0, "atp": -0.3, "sensitivity": -0.5, "layerif": 0.25,
+              "layerif-atp": -0.4, "layerif-tuned": 0.0}
+    cells = [Cell(label, not label.startswith("layerif"), np.zeros(0), [],
+                  {"t": windows + offset[label]}, {"t": seed_ppl[label]}, (0, 1))
+             for label in alloc_of]
+    records = [{"method": label, "allocation": label} for label in alloc_of]
+    section = against_reference_section(tmp_path, records, lambda row: row["method"],
+                                        {("wanda", 0.7): cells})
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in section.splitlines()
+            if line.startswith("| layerif")}
+    assert set(rows) == {"layerif", "layerif-atp", "layerif-tuned"}  # no baseline row
+    assert rows["layerif"][0] == "uniform" and rows["layerif-atp"][0] == "atp"
+    p = ttest_rel(np.log(seed_ppl["layerif-atp"]), np.log(seed_ppl["atp"])).pvalue
+    assert rows["layerif-atp"][3:] == [  # -0.4 - (-0.3) on every window; lower on seed 0
+        f"{np.exp(-0.1):.3f}", f"-0.1000 [-0.1000, -0.1000], p = 0.000, t-test p = {p:.3f}",
+        "1 of 2 |"]
+    assert rows["layerif"][4].startswith("+0.2500") and rows["layerif"][5] == "0 of 2 |"
+    assert rows["layerif-tuned"][3:] == ["1", "the same pruned model (epsilon 0)", "- |"]
+    cells[0].seeds = (0, 2)  # uniform measured on other seeds: nothing to pair with
+    section = against_reference_section(tmp_path, records, lambda row: row["method"],
+                                        {("wanda", 0.7): cells})
+    assert [line.split(" | ")[0] for line in section.splitlines()[4:]] == ["| layerif-atp"]
+
+
 def test_report_tables_and_csv(first_run, capsys):
     _, _, out, _ = first_run
     assert main(["experiment", "report", str(out)]) == 0
@@ -172,6 +217,7 @@ def test_report_tables_and_csv(first_run, capsys):
     assert "wanda, 50% sparsity" in tables and "| uniform |" in tables  # (slices 0 and 1 from
     # the changed-setting test, which shares this folder)
     assert "(best baseline)" in tables and "p = " in tables
+    assert "| layerif | uniform | wanda 50% | sciq:validation[600:620] |" in tables
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0] == "method,slice,pruner,sparsity,seed,metric,value,n"
     assert any(r.startswith("layerif") and ",acc:arc_easy," in r for r in rows)

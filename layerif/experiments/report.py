@@ -34,6 +34,7 @@ from ..io import write_text
 from .cells import cell_damage
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
+from .reference_report import against_reference_section
 from .search_report import searches_section
 from .sensitivity_report import sensitivity_section
 from .tables import Cell, table
@@ -202,6 +203,10 @@ def write_report(out: str | Path) -> list[Path]:
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    against = against_reference_section(out, records, lambda row: _label(row, n_slices),
+                                        dict(ordered))
+    if against:
+        parts += [against, ""]
     searches = searches_section(out, manifest["rows"], lambda row: _label(row, n_slices))
     if searches:
         parts += [searches, ""]

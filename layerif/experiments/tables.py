@@ -32,7 +32,8 @@ def _fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: in
     return f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
-def _t_test(a: list[float], b: list[float], unit: str = "{:+.1f}", scale: float = 100) -> str:
+def t_test_over_seeds(a: list[float], b: list[float], unit: str = "{:+.1f}",
+                      scale: float = 100) -> str:
     """The paired t-test over seeds of the per-seed values a and b (the paper's Table 9);
     empty with fewer than two seeds."""
     if len(a) < 2 or len(a) != len(b):
@@ -89,7 +90,7 @@ def table(cells: list[Cell], title: str) -> str:
             else:
                 d = paired_bootstrap(c.items, best_acc.items)
                 row.append(f"{_fmt_ci(d.difference, d.low, d.high)}, p = {d.p_value:.3f}"
-                           + _t_test(c.seed_means, best_acc.seed_means))
+                           + t_test_over_seeds(c.seed_means, best_acc.seed_means))
         for s in sources:
             iv = ppl[s][c.label]
             cell = f"{math.exp(iv.mean):.2f} [{math.exp(iv.low):.2f}, {math.exp(iv.high):.2f}]"
@@ -103,7 +104,7 @@ def table(cells: list[Cell], title: str) -> str:
                 d = paired_bootstrap(c.windows[s], base.windows[s])
                 row.append(f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
                            f"p = {d.p_value:.3f}"
-                           + _t_test(np.log(c.seed_ppl[s]).tolist(),
+                           + t_test_over_seeds(np.log(c.seed_ppl[s]).tolist(),
                                      np.log(base.seed_ppl[s]).tolist(), "{:+.4f}", 1))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
