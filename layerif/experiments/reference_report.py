@@ -12,6 +12,7 @@ beats its own prior by a wide margin reads only as "worse than the best".
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,8 @@ def reference_method(alloc: dict) -> str | None:
     return "atp" if alloc.get("parameters", {}).get("prior") == "atp" else "uniform"
 
 
-def against_reference_section(out: str | Path, records: list[dict], label,
-                              groups: dict[tuple, list[Cell]]) -> str:
+def against_reference_section(out: str | Path, records: list[dict],
+                              label: Callable[[dict], str], groups: dict[tuple, list[Cell]]) -> str:
     """A markdown table, one line per LayerIF cell and held-text source whose reference method
     is in the same (pruner, sparsity) group with the same seeds; empty when there is none.
     `records` are the report's evaluated rows, `label(row)` their table label, `groups` the
