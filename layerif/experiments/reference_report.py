@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.paired import paired_bootstrap
-from .tables import Cell, t_test_over_seeds
+from .tables import Cell, paired_log_ppl
 
 
 def reference_method(alloc: dict) -> str | None:
@@ -56,16 +55,12 @@ def against_reference_section(out: str | Path, records: list[dict],
                     lines.append(f"| {c.label} | {ref.label} | {pruner} {sparsity:.0%} | "
                                  f"{source} | 1 | the same pruned model (epsilon 0) | - |")
                     continue
-                d = paired_bootstrap(c.windows[source], ref.windows[source])
+                ratio = np.exp(c.windows[source].mean() - ref.windows[source].mean())
                 lower = sum(a < b for a, b in zip(c.seed_ppl[source], ref.seed_ppl[source],
                                                   strict=True))
-                lines.append(
-                    f"| {c.label} | {ref.label} | {pruner} {sparsity:.0%} | {source} | "
-                    f"{np.exp(d.difference):.3f} | {d.difference:+.4f} [{d.low:+.4f}, "
-                    f"{d.high:+.4f}], p = {d.p_value:.3f}"
-                    + t_test_over_seeds(np.log(c.seed_ppl[source]).tolist(),
-                                        np.log(ref.seed_ppl[source]).tolist(), "{:+.4f}", 1)
-                    + f" | {lower} of {len(c.seed_ppl[source])} |")
+                lines.append(f"| {c.label} | {ref.label} | {pruner} {sparsity:.0%} | {source} | "
+                             f"{ratio:.3f} | {paired_log_ppl(c, ref, source)} | "
+                             f"{lower} of {len(c.seed_ppl[source])} |")
     if not lines:
         return ""
     return "\n".join([

@@ -46,6 +46,16 @@ def t_test_over_seeds(a: list[float], b: list[float], unit: str = "{:+.1f}",
     return f", t-test p = {ttest_rel(a, b).pvalue:.3f}"
 
 
+def paired_log_ppl(a: Cell, b: Cell, source: str) -> str:
+    """a's mean log-perplexity (NLL per token, nats) minus b's over the same held windows of
+    `source`, with its bootstrap interval and p, and the t-test over the seeds' log-perplexities
+    when both have several (negative: a is lower)."""
+    d = paired_bootstrap(a.windows[source], b.windows[source])
+    return (f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p = {d.p_value:.3f}"
+            + t_test_over_seeds(np.log(a.seed_ppl[source]).tolist(),
+                                np.log(b.seed_ppl[source]).tolist(), "{:+.4f}", 1))
+
+
 def _per_seed_header(cells: list[Cell]) -> str | None:
     """The per-seed column's header when the cells share two or more seeds, else None (one
     seed: the column would repeat the mean)."""
@@ -101,11 +111,7 @@ def table(cells: list[Cell], title: str) -> str:
             if base is None or c is base:
                 row.append("(best baseline)" if c is base else "-")
             else:
-                d = paired_bootstrap(c.windows[s], base.windows[s])
-                row.append(f"{d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}], "
-                           f"p = {d.p_value:.3f}"
-                           + t_test_over_seeds(np.log(c.seed_ppl[s]).tolist(),
-                                     np.log(base.seed_ppl[s]).tolist(), "{:+.4f}", 1))
+                row.append(paired_log_ppl(c, base, s))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
