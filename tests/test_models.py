@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,32 @@ def test_gguf_file_is_cached_under_layerif_cache(tmp_path, monkeypatch):
     assert not (folder / "config.json").exists()  # weights are converted only when needed
 
 
+def test_a_replaced_gguf_drops_its_old_copy_and_a_builtin_keys_by_digest(tmp_path, monkeypatch):
+    """A GGUF replaced at the same path (a new file time) is converted again and the copy of the
+    old file is removed (each is GBs); another file's copy stays. A built-in model's copy is
+    keyed by its known digest, so a re-written file of the same content keeps its copy."""
+    import shutil
+
+    from layerif.models import _gguf_cache_dir, builtin_gguf_path, load_tokenizer
+
+    monkeypatch.setenv("LAYERIF_CACHE", str(tmp_path / "cache"))
+    gguf, other = tmp_path / "model.gguf", tmp_path / "other.gguf"
+    shutil.copyfile(builtin_gguf_path("smollm2-135m"), gguf)
+    other.symlink_to(builtin_gguf_path("smollm2-135m"))
+    load_tokenizer(str(gguf)), load_tokenizer(str(other))
+    old, kept = _gguf_cache_dir(gguf), _gguf_cache_dir(other)
+    assert old.is_dir() and kept.is_dir()
+    st = gguf.stat()
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was replaced
+    load_tokenizer(str(gguf))
+    assert _gguf_cache_dir(gguf) != old and _gguf_cache_dir(gguf).is_dir()
+    assert sorted((tmp_path / "cache" / "gguf").iterdir()) == sorted([_gguf_cache_dir(gguf), kept])
+    digest = "ab" * 32
+    before = _gguf_cache_dir(gguf, digest)
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert _gguf_cache_dir(gguf, digest) == before
+
+
 def test_unknown_dtype():
     with pytest.raises(ModelError, match="unknown dtype 'int3'"):
         load_model("smollm2-135m", dtype="int3")
@@ -129,6 +156,14 @@ def test_builtin_parts_are_assembled_and_checked_by_digest(tmp_path, monkeypatch
     path = builtin_gguf_path("fake")
     assert path.read_bytes() == b"".join(chunks)
     assert builtin_gguf_path("fake") == path  # the second call reuses the checked file
+    # the same parts with other file times (another environment's install): not rewritten, so
+    # that the de-quantised copy keyed on the file stays valid; a damaged file is rebuilt
+    written = path.stat().st_mtime_ns
+    for part in site.glob("lfakepart*/data/*.bin"):
+        os.utime(part, ns=(written + 5 * 10**9, written + 5 * 10**9))
+    assert builtin_gguf_path("fake").stat().st_mtime_ns == written
+    path.write_bytes(b"GGUF damaged")
+    assert builtin_gguf_path("fake").read_bytes() == b"".join(chunks)
     # another digest: refused, naming the install command, and nothing is left behind
     monkeypatch.setitem(BUILTIN_MODELS, "fake", BuiltinModel(
         "lfakepart1", "other.gguf", "a test", parts=spec.parts, version="1.0", sha256="0" * 64))
