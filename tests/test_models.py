@@ -96,7 +96,8 @@ def test_a_replaced_gguf_drops_its_old_copy_and_a_builtin_keys_by_digest(tmp_pat
     gguf, other = tmp_path / "model.gguf", tmp_path / "other.gguf"
     shutil.copyfile(builtin_gguf_path("smollm2-135m"), gguf)
     other.symlink_to(builtin_gguf_path("smollm2-135m"))
-    load_tokenizer(str(gguf)), load_tokenizer(str(other))
+    for path in (gguf, other):
+        load_tokenizer(str(path))
     old, kept = _gguf_cache_dir(gguf), _gguf_cache_dir(other)
     assert old.is_dir() and kept.is_dir()
     st = gguf.stat()
