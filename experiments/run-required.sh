@@ -58,10 +58,8 @@ for name in "${names[@]}"; do
   reuse=()
   for other in "${all[@]}"; do
     # an issue-24 grid takes only the other issue-24 grids' cells: a SparseGPT prune repeats bit
-    # for bit on one machine and build only (the issue-12 SparseGPT grid's ATP model, made on
-    # 2026-12-01, evaluates to 278.3 where the same allocation pruned now gives 283.4; its dense
-    # evaluation 21.54039 against 21.54057), and a pruned model taken from another machine would
-    # set such a difference beside the paired comparisons of this grid's own models
+    # for bit on one machine only, and the issue-12 grids' were made on another (the figures:
+    # docs/experiments.md, "Why not the issue-12 grids' cells")
     [ "$other" != "$name" ] || continue
     if [ "${name%%-*}" = sensitivity ] && [ "${other%%-*}" != sensitivity ]; then continue; fi
     for cells in "runs/exp/$other/cells" "experiments/results/$other/cells"; do
