@@ -634,3 +634,47 @@ def test_stage_times_count_what_a_resumed_cells_earlier_runs_stored(tmp_path):
     table = stage_times(tmp_path)
     assert "| sensitivity | 1 | 10.0 | 600.0 |" in table
     assert "| eval | 2 | 1.5 | 45.0 |" in table and "| all | 3 | 11.5 | - |" in table
+
+
+def test_a_cell_records_the_machine_and_threads_it_ran_on(tmp_path):
+    """The record is taken when the cell is written: the thread count of that moment."""
+    import torch
+
+    from layerif.environment import machine_record
+    from layerif.experiments.cells import CellStore
+
+    store, threads = CellStore(tmp_path), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        key, _ = store.run("eval", {"a": 1}, lambda folder: {"x": 1})
+    finally:
+        torch.set_num_threads(threads)
+    cell = json.loads((tmp_path / "cells" / "eval" / key / "cell.json").read_text())
+    assert cell["machine"] == {**machine_record(), "threads": 1}
+    assert cell["machine"]["isa"] == torch.backends.cpu.get_cpu_capability()
+    assert cell_key("eval", {"a": 1}) == key  # where it ran is not part of what was computed
+
+
+def test_the_report_warns_when_a_grids_cells_ran_on_more_than_one_machine(tmp_path):
+    from layerif.experiments.report import machines_note
+
+    here = {"cpu": "AMD EPYC", "isa": "AVX512", "threads": 2, "torch": "2.13.0+cpu"}
+    there = {**here, "isa": "AVX2"}
+
+    def cells(*machines):
+        shutil.rmtree(tmp_path / "cells", ignore_errors=True)
+        for i, machine in enumerate(machines):
+            (tmp_path / "cells" / "eval" / str(i)).mkdir(parents=True)
+            (tmp_path / "cells" / "eval" / str(i) / "cell.json").write_text(json.dumps(
+                {"kind": "eval", "result": {}, **({"machine": machine} if machine else {})}))
+        return "\n".join(machines_note(tmp_path))
+
+    assert cells(None, None) == ""  # cells made before machines were recorded: nothing to say
+    assert cells(here, here) == "All 2 cells computed on AMD EPYC (AVX512), 2 threads, " \
+        "torch 2.13.0+cpu.\n"
+    for mixed, listed in [((here, there, here), "2 on AMD EPYC (AVX512)"),
+                          ((here, None), "1 on not recorded"),
+                          ((here, {**here, "threads": 1}), "1 on AMD EPYC (AVX512), 1 threads")]:
+        note = cells(*mixed)
+        assert note.startswith("**cells from more than one machine or build**"), mixed
+        assert listed in note and "t-test over seeds" in note

@@ -1,11 +1,12 @@
 """Cells: units of experiment work stored under a key derived from every setting they depend on.
 
 A cell is a folder OUT/cells/KIND/KEY holding its artefacts and cell.json (its settings, its
-result, the SHA-256 of each small artefact). KEY hashes the kind and the settings, which include
-the keys of the cells it reads, so changing one setting changes the keys of exactly the cells
-downstream of it. A cell is written in a temporary folder and renamed into place when complete,
-so a killed run leaves no half cell; a cell whose cell.json is unreadable or whose artefacts do
-not match their recorded hashes is reported and recomputed, never used.
+result, the SHA-256 of each small artefact, its seconds and the machine and build it ran on:
+`environment.machine_record`, not part of the key). KEY hashes the kind and the settings, which
+include the keys of the cells it reads, so changing one setting changes the keys of exactly the
+cells downstream of it. A cell is written in a temporary folder and renamed into place when
+complete, so a killed run leaves no half cell; a cell whose cell.json is unreadable or whose
+artefacts do not match their recorded hashes is reported and recomputed, never used.
 
 A store may also read the cells of other experiment folders (`reuse`): a cell missing here
 whose key is stored there, intact, is copied in (marked `reused_from`) instead of computed.
@@ -197,8 +198,10 @@ class CellStore:
 
             release_freed_memory()  # a cell's peak is not held through every later cell
         seconds = time.perf_counter() - start
+        from ..environment import machine_record  # (torch: imported where work is done)
+
         cell = {"kind": kind, "key": key, "label": label, "settings": settings,
-                "result": result, "seconds": round(seconds, 2),
+                "result": result, "seconds": round(seconds, 2), "machine": machine_record(),
                 "hashes": {name: file_sha256(tmp / name) for name in hashed}}
         (tmp / CELL_FILE).write_text(json.dumps(cell, indent=1, default=str))
         shutil.rmtree(folder, ignore_errors=True)

@@ -14,7 +14,8 @@ item; each scoring slice of a LayerIF method its own row), with
 The best value is bold only when its interval excludes the runner-up. A table of the settings
 searched on calibration data follows (search_report: ATP's beta, LayerIF's --tune epsilon, each
 grid point's held perplexity, per seed).
-Both kinds end with the time per stage: the seconds each cell recorded, summed by kind.
+Both kinds end with the machines that computed the cells (a warning when more than one) and
+the time per stage: the seconds each cell recorded, summed by kind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..environment import describe_machine
 from ..errors import LayerIFError
 from ..evaluation.paired import bootstrap_interval
 from ..io import write_text
@@ -169,6 +171,31 @@ def stage_times(out: str | Path) -> str:
     return "\n".join(lines)
 
 
+def machines_note(out: str | Path) -> list[str]:
+    """Lines naming the machines and builds that computed the cells of `out` (as each cell
+    recorded it, reused ones included: a number is made where it was computed), with a warning
+    when there is more than one, cells that recorded none (made before 2026-12-04) counted as
+    one more; [] when no cell recorded one."""
+    counts: dict[str, int] = {}
+    for path in sorted((Path(out) / "cells").glob("*/*/cell.json")):
+        try:
+            machine = json.loads(path.read_text()).get("machine")
+        except (OSError, ValueError, AttributeError):
+            continue  # a damaged cell is reported and recomputed by the runner
+        name = describe_machine(machine) if isinstance(machine, dict) else "not recorded"
+        counts[name] = counts.get(name, 0) + 1
+    if not counts or set(counts) == {"not recorded"}:
+        return []
+    if len(counts) == 1:
+        [(name, n)] = counts.items()
+        return [f"All {n} cells computed on {name}.", ""]
+    listed = "; ".join(f"{n} on {name}" for name, n in counts.items())
+    return ["**cells from more than one machine or build** (" + listed + "): float results "
+            "repeat bit for bit on one machine and build, not across them (a SparseGPT prune at "
+            "70% by 2-8% in held perplexity, docs/experiments.md); between methods whose cells "
+            "ran apart, read the t-test over seeds, not one seed's paired p.", ""]
+
+
 def results_csv(records: list[dict], n_slices: int) -> str:
     """One row per evaluated model, seed and metric."""
     buffer = io.StringIO()
@@ -214,6 +241,7 @@ def write_report(out: str | Path) -> list[Path]:
     if section:
         parts += [section, ""]
     parts += _damaged_note(manifest)
+    parts += machines_note(out)
     parts.append(stage_times(out))
     markdown = "\n".join(parts) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
@@ -258,7 +286,7 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
     writer.writerow(["method", "task", "seed", "metric", "value", "n"])
     writer.writerows(moe_csv_rows(records))
     markdown = "\n".join([moe_markdown(manifest, records), *_damaged_note(manifest),
-                          stage_times(out)]) + "\n"
+                          *machines_note(out), stage_times(out)]) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
     write_text(paths[0], buffer.getvalue())
     write_text(paths[1], markdown)
