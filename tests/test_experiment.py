@@ -678,3 +678,19 @@ def test_the_report_warns_when_a_grids_cells_ran_on_more_than_one_machine(tmp_pa
         note = cells(*mixed)
         assert note.startswith("**cells from more than one machine or build**"), mixed
         assert listed in note and "t-test over seeds" in note
+
+
+def test_a_grid_of_one_sparsity_plots_its_methods_side_by_side(tmp_path):
+    """Against sparsity, one sparsity stacks every method on one vertical line; per method,
+    each gets its own row."""
+    from PIL import Image
+
+    from layerif.experiments.report import _metric_figure
+
+    one = {"uniform": [(0.7, 380.0, 350.0, 410.0)], "atp": [(0.7, 276.0, 258.0, 297.0)]}
+    caption, png = _metric_figure(one, "perplexity (held)", "sparsegpt", tmp_path / "a.png")
+    assert caption == "sparsegpt, 70% sparsity: perplexity (held) per method, best first " \
+        "(95% intervals)" and Image.open(png).size[0] > 0
+    two = {"uniform": [(0.5, 40.0, 38.0, 42.0), (0.7, 380.0, 350.0, 410.0)]}
+    caption, png = _metric_figure(two, "perplexity (held)", "wanda", tmp_path / "b.png")
+    assert caption == "wanda: perplexity (held) against sparsity (95% intervals)" and png.exists()

@@ -1,5 +1,6 @@
 """The report's plots (PNG, written atomically): layer profiles per scoring slice with their
-bootstrap bands, allocations per method, and accuracy and perplexity against sparsity."""
+bootstrap bands, allocations per method, and accuracy and perplexity against sparsity (per
+method, best first, when a grid has one sparsity)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,27 @@ def plot_against_sparsity(series: dict[str, list[tuple[float, float, float, floa
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_per_method(values: dict[str, tuple[float, float, float]], xlabel: str, title: str,
+                    path: Path, log: bool = False, lower_is_better: bool = True) -> Path:
+    """values: label -> (value, low, high) at one sparsity; a dot with its interval per method,
+    the best at the top (a grid of one sparsity has no line to draw against it)."""
+    plt = _pyplot()
+    ordered = sorted(values.items(), key=lambda kv: kv[1][0], reverse=not lower_is_better)
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.32 * len(ordered)), dpi=110)
+    for row, (label, (value, low, high)) in enumerate(ordered):
+        ax.errorbar([value], [row], xerr=[[value - low], [high - value]], fmt="o", ms=4,
+                    capsize=3, color="tab:blue" if label.startswith("layerif") else "gray")
+    ax.set_yticks(range(len(ordered)), [label for label, _ in ordered], fontsize=8)
+    ax.invert_yaxis()
+    if log and all(v[1] > 0 for v in values.values()):
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -298,7 +298,7 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
 def _figures(out: Path, manifest: dict, records: list[dict], groups: dict, n_slices: int
              ) -> list[tuple[str, Path]]:
     """(caption, png) for each plot of the report."""
-    from .figures import plot_against_sparsity, plot_allocations, profile_figures
+    from .figures import plot_allocations, profile_figures
 
     plots = out / "plots"
     figures = profile_figures(out, manifest, "LayerIF layer profiles per scoring slice, with "
@@ -330,15 +330,30 @@ def _figures(out: Path, manifest: dict, records: list[dict], groups: dict, n_sli
                     ppl.setdefault(source, {}).setdefault(c.label, []).append(
                         (sparsity, *(math.exp(x) for x in (iv.mean, iv.low, iv.high))))
         if acc:
-            figures.append((f"{pruner}: mean accuracy against sparsity (95% intervals)",
-                            plot_against_sparsity(acc, "mean accuracy %", pruner,
-                                                  plots / f"accuracy-{pruner}.png")))
+            figures.append(_metric_figure(acc, "mean accuracy %", pruner,
+                                          plots / f"accuracy-{pruner}.png", higher=True))
         for i, (source, series) in enumerate(sorted(ppl.items())):
-            figures.append((f"{pruner}: perplexity on {source} against sparsity",
-                            plot_against_sparsity(series, f"perplexity ({source})", pruner,
-                                                  plots / f"perplexity-{pruner}-{i}.png",
-                                                  log=True)))
+            figures.append(_metric_figure(series, f"perplexity ({source})", pruner,
+                                          plots / f"perplexity-{pruner}-{i}.png"))
     return figures
+
+
+def _metric_figure(series: dict[str, list[tuple]], metric: str, pruner: str, path: Path,
+                   higher: bool = False) -> tuple[str, Path]:
+    """(caption, png): the metric against sparsity, or per method (best first) when every
+    method was evaluated at one sparsity. series: label -> [(sparsity, value, low, high)]."""
+    from .figures import plot_against_sparsity, plot_per_method
+
+    sparsities = {point[0] for points in series.values() for point in points}
+    if len(sparsities) == 1:
+        [sparsity] = sparsities
+        title = f"{pruner}, {sparsity:.0%} sparsity"
+        values = {label: points[0][1:] for label, points in series.items()}
+        return (f"{title}: {metric} per method, best first (95% intervals)",
+                plot_per_method(values, metric, title, path, log=not higher,
+                                lower_is_better=not higher))
+    return (f"{pruner}: {metric} against sparsity (95% intervals)",
+            plot_against_sparsity(series, metric, pruner, path, log=not higher))
 
 
 def render_html(title: str, markdown: str, figures: list[tuple[str, Path]]) -> str:
