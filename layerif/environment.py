@@ -45,7 +45,7 @@ def machine_record() -> dict:
 
 
 def describe_machine(record: dict) -> str:
-    """One line: "AMD EPYC (AVX512), 2 threads, torch 2.13.0+cpu, transformers 4.57.1"."""
+    """One line: "AMD EPYC (AVX512), 2 threads, torch 2.13.0+cpu, transformers 5.23.0"."""
     parts = [f"{record.get('cpu', '?')} ({record.get('isa', '?')})",
              f"{record.get('threads', '?')} threads", f"torch {record.get('torch', '?')}"]
     if "transformers" in record:
