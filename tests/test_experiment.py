@@ -694,3 +694,29 @@ def test_a_grid_of_one_sparsity_plots_its_methods_side_by_side(tmp_path):
     two = {"uniform": [(0.5, 40.0, 38.0, 42.0), (0.7, 380.0, 350.0, 410.0)]}
     caption, png = _metric_figure(two, "perplexity (held)", "wanda", tmp_path / "b.png")
     assert caption == "wanda: perplexity (held) against sparsity (95% intervals)" and png.exists()
+
+
+def test_a_run_over_cells_from_another_machine_says_so_before_any_work(tmp_path, caplog):
+    import logging
+
+    from layerif.environment import machine_record
+    from layerif.experiments.cells import CellStore
+
+    def stored(name, machine):
+        (tmp_path / "cells" / "eval" / name).mkdir(parents=True)
+        (tmp_path / "cells" / "eval" / name / "cell.json").write_text(json.dumps(
+            {"kind": "eval", "result": {}, **({"machine": machine} if machine else {})}))
+
+    stored("here", machine_record())
+    stored("old", None)  # made before cells recorded it: nothing to compare
+    with caplog.at_level(logging.WARNING):
+        CellStore(tmp_path)
+    assert not caplog.records
+    stored("there", {**machine_record(), "isa": "AVX2"})
+    with caplog.at_level(logging.WARNING):
+        CellStore(tmp_path, stored_only=True)  # a report of what is stored: nothing computed
+        assert not caplog.records
+        CellStore(tmp_path)
+    [record] = caplog.records
+    assert "1 stored cells were computed on another machine" in record.getMessage()
+    assert "(AVX2)" in record.getMessage()

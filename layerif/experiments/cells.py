@@ -76,6 +76,23 @@ def cells_folder(folder: str | Path) -> Path:
     return folder / "cells" if (folder / "cells").is_dir() else folder
 
 
+def stored_machines(cells: Path) -> dict[str, int]:
+    """How many of the cells under `cells` (a folder of KIND/KEY/cell.json) each machine and
+    build computed, by `environment.describe_machine`; "not recorded" for cells made before
+    cells recorded it (2026-12-04). Unreadable cells are skipped (the runner reports them)."""
+    from ..environment import describe_machine
+
+    counts: dict[str, int] = {}
+    for path in sorted(cells.glob("*/*/" + CELL_FILE)):
+        try:
+            machine = json.loads(path.read_text()).get("machine")
+        except (OSError, ValueError, AttributeError):
+            continue
+        name = describe_machine(machine) if isinstance(machine, dict) else "not recorded"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 class CellStore:
     """The cells of one experiment folder; `executed` lists what this process computed."""
 
@@ -91,6 +108,24 @@ class CellStore:
         self.bars = progress is not None  # whether an hours-long cell shows its own bar
         self._seconds: dict[str, list[float]] = {}  # stage -> seconds of its cells so far
         self.todo: dict[str, int] = {}  # cells of each stage the runner has yet to visit
+        if not stored_only:
+            self._warn_other_machines()
+
+    def _warn_other_machines(self) -> None:
+        """Say before any work when stored cells were computed on another machine or build
+        than this run's: float results (a SparseGPT prune's above all) differ between them,
+        so a resumed grid would mix them (the report lists them again)."""
+        from ..environment import describe_machine, machine_record
+
+        here = describe_machine(machine_record())
+        others = {name: n for name, n in stored_machines(self.root).items()
+                  if name not in (here, "not recorded")}
+        if others:
+            log.warning("%s: %d stored cells were computed on another machine or build (%s); "
+                        "this run computes on %s. Their float results can differ (a SparseGPT "
+                        "prune by a few percent): run where they ran, or read the report's "
+                        "t-tests over seeds", self.root, sum(others.values()),
+                        "; ".join(f"{n} on {name}" for name, n in others.items()), here)
 
     def plan(self, counts: dict[str, int]) -> None:
         """How many cells of each stage the run will visit (stored or not), for the estimate

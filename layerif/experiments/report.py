@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..environment import describe_machine
 from ..errors import LayerIFError
 from ..evaluation.paired import bootstrap_interval
 from ..io import write_text
-from .cells import cell_damage
+from .cells import cell_damage, stored_machines
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
 from .reference_report import against_reference_section
@@ -176,14 +175,7 @@ def machines_note(out: str | Path) -> list[str]:
     recorded it, reused ones included: a number is made where it was computed), with a warning
     when there is more than one, cells that recorded none (made before 2026-12-04) counted as
     one more; [] when no cell recorded one."""
-    counts: dict[str, int] = {}
-    for path in sorted((Path(out) / "cells").glob("*/*/cell.json")):
-        try:
-            machine = json.loads(path.read_text()).get("machine")
-        except (OSError, ValueError, AttributeError):
-            continue  # a damaged cell is reported and recomputed by the runner
-        name = describe_machine(machine) if isinstance(machine, dict) else "not recorded"
-        counts[name] = counts.get(name, 0) + 1
+    counts = stored_machines(Path(out) / "cells")
     if not counts or set(counts) == {"not recorded"}:
         return []
     if len(counts) == 1:
