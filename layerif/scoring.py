@@ -30,6 +30,7 @@ from .data import (
 )
 from .data.encode import predicting_positions
 from .data.provenance import ContentSet, check_disjoint, content_set
+from .environment import machine_record
 from .errors import DataError, NonFiniteGradientError, OutputError
 from .fingerprint import model_fingerprint
 from .influence import ESTIMATORS, InfluenceArguments, all_aggregates
@@ -85,6 +86,7 @@ class LayerScores:
     provenance: list[dict] = field(default_factory=list)  # content sets of train and val
     device: str = "cpu"
     dtype: str = "float32"
+    machine: dict = field(default_factory=dict)  # environment.machine_record ({}: not recorded)
     resumed_steps: list[str] = field(default_factory=list, repr=False)  # not saved
 
     @property
@@ -280,6 +282,7 @@ def score_layers(
         provenance=[run.train_set.to_dict(), run.val_set.to_dict()],
         device=str(engine.device),
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        machine=machine_record(),
         resumed_steps=list(steps.resumed),
     )
 

@@ -12,6 +12,7 @@ import torch
 from conftest import PAIRS, TEXTS
 
 import layerif
+from layerif.environment import machine_record
 from layerif.errors import EstimatorError, NonFiniteGradientError, OutputError
 from layerif.influence import spearman_per_layer
 from layerif.scoring import LayerScores
@@ -41,6 +42,7 @@ def test_result_fields_and_roundtrip(tmp_path, tiny_models, tokenizer):
     meta = json.loads((out / "scores.json").read_text())
     assert set(meta) >= JSON_FIELDS
     assert (meta["n_train"], meta["n_val"], meta["estimator"]) == (11, 3, "datainf")
+    assert meta["machine"] == machine_record()  # where it ran, as an experiment cell says
     loaded = LayerScores.load(out)
     np.testing.assert_array_equal(loaded.influence, result.influence)
     assert loaded.to_dict() == result.to_dict()

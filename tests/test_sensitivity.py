@@ -15,6 +15,7 @@ from conftest import build_tiny_model
 from layerif.allocation import AllocationError
 from layerif.allocation.sparsity_methods.sensitivity import additive_allocation
 from layerif.data.calibration import calibration_samples
+from layerif.environment import describe_machine, machine_record
 from layerif.models import discover_blocks
 from layerif.pruning.prune import InputStatistics, oriented_weight, prune_matrix
 from layerif.sensitivity import interpolate, measure_sensitivity, measured_increase
@@ -202,6 +203,8 @@ def test_sensitivity_command_writes_resumes_and_feeds_an_allocation(tiny_model_d
     assert record["levels"] == [0.5, 0.7] and len(record["delta"]) == 2
     assert record["held"] == {"source": str(held), "windows": 3, "seqlen": 32}
     assert {s["role"] for s in record["provenance"]} == {"held (sensitivity)", "calibration"}
+    assert record["machine"] == machine_record()  # where it ran, as an experiment cell says
+    assert f"s on {describe_machine(record['machine'])}" in printed
     (check,) = record["additivity"]
     assert check["name"] == "u" and check["predicted"] == pytest.approx(
         sum(interpolate(record["levels"], row, 0.6) for row in record["delta"]))

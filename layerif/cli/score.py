@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.instruct import DATA_FORMATS
+from ..environment import describe_machine
 from ..influence import AGGREGATES, ESTIMATORS
 from ..influence.aggregate import describe
 from ..influence.base import MODES, InfluenceArguments
@@ -102,7 +103,8 @@ def run(args) -> int:
         f"{pct} high": stability.high}))
     print(f"({describe(result.aggregate)}; {pct} bootstrap intervals)")
     print(f"\n{len(result.layers)} layers, {result.n_train} train / {result.n_val} val examples, "
-          f"{result.estimator} ({result.mode}), {result.seconds:.1f} s")
+          f"{result.estimator} ({result.mode}), {result.seconds:.1f} s on "
+          f"{describe_machine(result.machine)}")
     print(f"{result.harmful_share:.1%} of per-layer influences are positive (harmful)")
     print(stability.summary())
     if result.zero_gradient_matrices:

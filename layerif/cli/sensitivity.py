@@ -3,6 +3,7 @@ every level (sensitivity/measure.py), written to DIR/sensitivity.json with its h
 
 from __future__ import annotations
 
+from ..environment import describe_machine
 from .commands import command_help
 from .common import add_device_dtype, add_dry_run, kept_checkpoint
 
@@ -95,4 +96,5 @@ def _print(record: dict) -> None:
     for check in record.get("additivity", []):
         print(f"additivity, {check['name']}: predicted sum D_l(s_l) {check['predicted']:.4f}, "
               f"measured {check['measured']:.4f} nats per token")
-    print(f"{len(record['layers'])} blocks x {len(levels)} levels in {record['seconds']:.0f} s")
+    print(f"{len(record['layers'])} blocks x {len(levels)} levels in {record['seconds']:.0f} s on "
+          f"{describe_machine(record['machine'])}")

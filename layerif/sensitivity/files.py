@@ -4,10 +4,11 @@ Fields: layerif_version, model, model_fingerprint, pruner, levels (K), layers (L
 params_per_layer, dense_nll (nats per token), delta / low / high (L x K: D_l(s) and its bootstrap
 95% interval), window_delta (L x K x W: each held window's difference), held and calibration
 ({source, windows or nsamples, seqlen, seed}), provenance (their content sets), bootstrap,
-seed, seconds (the measurement's compute time, blocks stored by an interrupted run included),
-block_seconds (L: each block's trials), resumed_seconds (the part loaded from such a run),
-additivity ([{name, ratios, predicted, measured}]: whole-model allocations, the sum of the
-D_l(s_l) against the measured increase).
+seed, machine (environment.machine_record of the run that finished it), seconds (the
+measurement's compute time, blocks stored by an interrupted run included), block_seconds (L:
+each block's trials), resumed_seconds (the part loaded from such a run), additivity ([{name,
+ratios, predicted, measured}]: whole-model allocations, the sum of the D_l(s_l) against the
+measured increase).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..data.provenance import ContentSet, check_disjoint, content_set
+from ..environment import machine_record
 from ..errors import DataError
 from .measure import check_levels, measure_sensitivity, measured_increase
 
@@ -144,7 +145,10 @@ class SensitivityRun:
                 "calibration": {"source": self.calibration, "nsamples": self.nsamples,
                                 "seqlen": self.seqlen, "seed": self.seed},
                 "provenance": [s.to_dict() for s in sets], "seed": self.seed,
-                "device": str(next(model.parameters()).device), "dtype": self.dtype}
+                "device": str(next(model.parameters()).device), "dtype": self.dtype,
+                # the machine that finished it: blocks resumed from an interrupted run
+                # (resumed_seconds) may have been measured on another
+                "machine": machine_record()}
         save(out, result, meta)
         steps.clear()
         return json.loads((Path(out) / "sensitivity.json").read_text())
