@@ -673,11 +673,13 @@ def test_the_report_warns_when_a_grids_cells_ran_on_more_than_one_machine(tmp_pa
     assert cells(here, here) == "All 2 cells computed on AMD EPYC (AVX512), 2 threads, " \
         "torch 2.13.0+cpu.\n"
     for mixed, listed in [((here, there, here), "2 on AMD EPYC (AVX512)"),
-                          ((here, None), "1 on not recorded"),
+                          ((here, None, None), "1 on AMD EPYC (AVX512), 2 threads, torch "
+                           "2.13.0+cpu; 2 made before cells recorded their machine"),
                           ((here, {**here, "threads": 1}), "1 on AMD EPYC (AVX512), 1 threads")]:
         note = cells(*mixed)
-        assert note.startswith("**cells from more than one machine or build**"), mixed
+        assert note.startswith("**cells from more than one machine or build"), mixed
         assert listed in note and "t-test over seeds" in note
+        assert ("or from an unrecorded one" in note) == (None in mixed)
 
 
 def test_a_grid_of_one_sparsity_plots_its_methods_side_by_side(tmp_path):

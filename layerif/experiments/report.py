@@ -181,8 +181,13 @@ def machines_note(out: str | Path) -> list[str]:
     if len(counts) == 1:
         [(name, n)] = counts.items()
         return [f"All {n} cells computed on {name}.", ""]
-    listed = "; ".join(f"{n} on {name}" for name, n in counts.items())
-    return ["**cells from more than one machine or build** (" + listed + "): float results "
+    unrecorded = counts.pop("not recorded", 0)
+    listed = [f"{n} on {name}" for name, n in counts.items()]
+    if unrecorded:  # made before cells recorded it: perhaps elsewhere, nobody can say
+        listed.append(f"{unrecorded} made before cells recorded their machine (2026-12-04)")
+    heading = ("cells from more than one machine or build" if len(counts) > 1
+               else "cells from more than one machine or build, or from an unrecorded one")
+    return [f"**{heading}** ({'; '.join(listed)}): float results "
             "repeat bit for bit on one machine and build, not across them (a SparseGPT prune at "
             "70% by 2-8% in held perplexity, docs/experiments.md); between methods whose cells "
             "ran apart, read the t-test over seeds, not one seed's paired p.", ""]
