@@ -97,4 +97,4 @@ def _print(record: dict) -> None:
         print(f"additivity, {check['name']}: predicted sum D_l(s_l) {check['predicted']:.4f}, "
               f"measured {check['measured']:.4f} nats per token")
     print(f"{len(record['layers'])} blocks x {len(levels)} levels in {record['seconds']:.0f} s on "
-          f"{describe_machine(record.get('machine', {}))}")
+          f"{describe_machine(record['machine'])}")
