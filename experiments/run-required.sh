@@ -21,8 +21,11 @@ save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without
   local src="runs/exp/$1/cells" dst="experiments/results/$1/cells"
   [ -d "$src" ] || return 0
   rm -rf "$dst.tmp" && mkdir -p "$dst.tmp"
+  # (search-work/databases: each search's level database, GBs, rebuilt where missing; its
+  # checkpoints, search-work/runs, are kept: a search resumes across sessions)
   tar -C "$src" --exclude='./*/*/model' --exclude='./*/*/adapter' --exclude='./*/.*.tmp' \
-      --exclude='./*/*/checkpoint*' -cf - . | tar -C "$dst.tmp" -xf -
+      --exclude='./*/*/checkpoint*' --exclude='./search-work/databases' -cf - . \
+      | tar -C "$dst.tmp" -xf -
   rm -rf "$dst" && mv "$dst.tmp" "$dst"
 }
 
@@ -46,7 +49,9 @@ fi
 all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
      pruning-wanda70-zeroshot lora-moe-sciq
      sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
-     sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70)
+     sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70
+     search-smollm2-wanda70 search-smollm2-sparsegpt70 search-qwen05-wanda70
+     search-qwen05-sparsegpt70)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 for name in "${names[@]}"; do
@@ -57,11 +62,14 @@ for name in "${names[@]}"; do
   fi
   reuse=()
   for other in "${all[@]}"; do
-    # an issue-24 grid takes only the other issue-24 grids' cells: a SparseGPT prune repeats bit
-    # for bit on one machine only, and the issue-12 grids' were made on another (the figures:
-    # docs/experiments.md, "Why not the issue-12 grids' cells")
+    # an issue-24 grid (and an issue-45 grid built on them) takes only the issue-24 and issue-45
+    # grids' cells: a SparseGPT prune repeats bit for bit on one machine only, and the issue-12
+    # grids' were made on another (the figures: docs/experiments.md, "Why not the issue-12
+    # grids' cells")
     [ "$other" != "$name" ] || continue
-    if [ "${name%%-*}" = sensitivity ] && [ "${other%%-*}" != sensitivity ]; then continue; fi
+    case "${name%%-*}" in sensitivity|search)
+      case "${other%%-*}" in sensitivity|search) ;; *) continue ;; esac ;;
+    esac
     for cells in "runs/exp/$other/cells" "experiments/results/$other/cells"; do
       if [ -d "$cells" ]; then reuse+=(--reuse-cells "$cells"); fi
     done

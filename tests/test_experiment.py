@@ -388,7 +388,7 @@ def test_searches_never_read_evaluation_data(method, tmp_path):
     """Two runs that differ only in their evaluation data, one of them poisoned (gibberish
     held text, other items), choose the same ATP beta / LayerIF epsilon from the same held
     perplexities: the searches read calibration windows only."""
-    from layerif.allocation.sparsity_methods import search
+    from layerif.allocation.sparsity_methods import setting_search as search
 
     poison = tmp_path / "poison.txt"
     poison.write_text("zzzq xqj vvkw " * 400)

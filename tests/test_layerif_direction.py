@@ -132,7 +132,7 @@ def test_the_runner_hands_atps_beta_to_layerif_with_the_same_search():
 
 def test_a_search_repeats_no_trial_of_an_earlier_one_and_a_changed_model_repeats_none(
         tokenizer, calib):
-    from layerif.allocation.sparsity_methods import search
+    from layerif.allocation.sparsity_methods import setting_search as search
 
     torch.manual_seed(0)
     model = build_tiny_model("llama", len(tokenizer), layers=4).eval()
@@ -173,7 +173,7 @@ def test_a_search_killed_mid_way_resumes_at_its_next_trial_from_the_kept_trials(
     run again in a fresh process (memo cleared) runs only the trials not kept, and chooses from
     the same perplexities, bit for bit, as a search never interrupted. An unreadable kept trial
     is run again, not read; outside `kept_trials` nothing is written."""
-    from layerif.allocation.sparsity_methods import search
+    from layerif.allocation.sparsity_methods import setting_search as search
 
     torch.manual_seed(0)
     model = build_tiny_model("llama", len(tokenizer), layers=4).eval()

@@ -214,6 +214,7 @@ def allocate_sparsity(
     calibration: list | None = None,
     calibration_set: dict | None = None,
     fingerprint: dict | None = None,
+    tokenizer=None,
     **options,
 ) -> SparsityAllocation:
     """Per-layer ratios by the registered sparsity method `method` (sparsity_methods/), its
@@ -221,7 +222,8 @@ def allocate_sparsity(
     `models.load_skeleton` suffices unless the method needs weights or calibration);
     scores: a loaded scores.json (methods that need scores); calibration: token windows, whose
     content set `calibration_set` is recorded. fingerprint: the model's (fingerprint.py);
-    scores made for other weights are refused."""
+    scores made for other weights are refused. tokenizer: the model's (methods that read
+    text of their own: search)."""
     chosen = make_sparsity_method(method, **options)
     if model is None:
         raise AllocationError("sparsity allocation needs the model (prunable parameter counts).")
@@ -233,14 +235,17 @@ def allocate_sparsity(
         _check_scores_match(scores, fingerprint, len(blocks))
     if "calibration" in needs and not calibration:
         raise AllocationError(f"method {method} needs calibration samples.")
+    if "tokenizer" in needs and tokenizer is None:
+        raise AllocationError(f"method {method} needs the model's tokenizer.")
     P = prunable_params(model)
     ratios, params = chosen.ratios(sparsity, SparsityInputs(
         model, blocks, P, scores if "scores" in needs else None, calibration,
-        fingerprint))
+        fingerprint, tokenizer, calibration_set))
     Pa = np.asarray(P, dtype=np.float64)
     inherited, sets = _scores_lineage(scores if "scores" in needs else None)
     if calibration_set and "calibration" in needs:
         sets.append(calibration_set)
+    sets += params.pop("provenance", [])  # what a method read of its own (search's texts)
     return SparsityAllocation(
         method=method, parameters=params, model=model_name or "", layers=[b.index for b in blocks],
         ratios=[float(r) for r in ratios], params_per_layer=P, sparsity=float(sparsity),

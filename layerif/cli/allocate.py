@@ -113,6 +113,7 @@ def run(args) -> int:
         name = model_name(args, scores)
         model, fingerprint = allocation_model(name, "weights" in needs)
         samples = calibration_set = None
+        tokenizer = load_tokenizer(name) if "tokenizer" in needs else None
         if "calibration" in needs:
             samples = calibration_samples(load_tokenizer(name), args.calibration, args.nsamples,
                                           args.seqlen, args.seed)
@@ -120,7 +121,7 @@ def run(args) -> int:
         result = allocate_sparsity(
             args.method, args.sparsity, model=model, model_name=name, scores=scores,
             calibration=samples, calibration_set=calibration_set, fingerprint=fingerprint,
-            **options)
+            tokenizer=tokenizer, **options)
         if args.patterns:
             before = result.ratios
             result = result.with_patterns([p for p in args.patterns.split(",") if p.strip()])
@@ -133,6 +134,8 @@ def run(args) -> int:
         result.save(args.out)
         print(f"sparsity per layer ({result.method}): "
               f"{[round(r, 4) for r in result.ratios]}\nglobal: {result.global_sparsity:.6f}")
+        if result.method == "search":
+            _print_search(result.parameters, args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -153,3 +156,26 @@ def _allocate_ranks(args, scores: dict | None, model, fingerprint, options: dict
     print(f"ranks per layer ({result.method}, total {result.budget}): {result.ranks}")
     print(f"wrote {args.out} and {lora_config_path(args.out)}")
     return 0
+
+
+def _print_search(record: dict, out: str) -> None:
+    """The search's answer in a few lines, and its trajectory plotted beside --out."""
+    from pathlib import Path
+
+    from ..report import plot_search_trajectories
+
+    final, conv = record["final"], record["convergence"]
+    low, high = final["interval"]
+    kind = record["fitness"]["kind"]
+    print(f"search from {record['start']}: {kind} {final['start_fitness']:.4f} -> "
+          f"{final['fitness']:.4f} [{low:.4f}, {high:.4f}] on {record['fitness']['tokens']} "
+          f"held tokens (gain {final['gain']:.4f} [{final['gain_interval'][0]:.4f}, "
+          f"{final['gain_interval'][1]:.4f}]), answer of generation {final['generation']} of "
+          f"{conv['generations']} ({conv['stopped']}); last tenth improved "
+          f"{conv['last_tenth_improvement']:.4f}: "
+          f"{'converged' if conv['converged'] else 'NOT converged'}")
+    print(f"{record['tokens']:,} candidate tokens, database {record['database']['seconds']:.0f} s"
+          f", search {record['search_seconds']:.0f} s")
+    plot = Path(out).with_suffix(".search.png")
+    plot_search_trajectories({f"from {record['start']}": record}, plot)
+    print(f"wrote {plot}")

@@ -31,8 +31,10 @@ from .sources import TaskSpec, task_rows
 # Roles: scoring train, scoring val, calibration, fine-tuning, perplexity, evaluation. The pairs
 # that may share content by design: LayerIF scores the fine-tuning data, and perplexity text and
 # evaluation items are all evaluation (several perplexity sets may overlap one another).
+# A search's fitness text may be the held text of the sensitivity it is compared with (both are
+# calibration-side measurements, never evaluation).
 ALLOWED = {frozenset(("scoring train", "fine-tuning")), frozenset(("perplexity", "evaluation")),
-           frozenset(("perplexity",))}
+           frozenset(("perplexity",)), frozenset(("held (sensitivity)", "held (search fitness)"))}
 
 
 def normalise(text: str) -> str:

@@ -162,7 +162,7 @@ class CellStore:
     @property
     def trials(self) -> Path:
         """Where the allocations' searches keep each finished trial (files, not cells: a search
-        killed mid-way resumes at its next trial; see `search.kept_trials`)."""
+        killed mid-way resumes at its next trial; see `setting_search.kept_trials`)."""
         return self.root / "search-trials"
 
     def load(self, kind: str, key: str) -> dict | None:

@@ -263,6 +263,36 @@ def _section(path: str, raw: dict, key: str, known: set) -> dict:
     return dict(section)
 
 
+def grid_labels(raw_methods) -> set[str]:
+    """The labels (or names) of a config's methods, as written."""
+    out = set()
+    for m in raw_methods or []:
+        if isinstance(m, str):
+            out.add(m)
+        elif isinstance(m, dict) and "method" in m:
+            out.add(str(m.get("label") or m["method"]))
+    return out
+
+
+def split_starts(start) -> list[str]:
+    """A search's `start`: a YAML list or a comma-separated string."""
+    if isinstance(start, list):
+        return [str(s).strip() for s in start if str(s).strip()]
+    return [s.strip() for s in str(start).split(",") if s.strip()]
+
+
+def grid_starts(options: dict, labels: set[str]) -> tuple[dict, list[str]]:
+    """A search method's options with every start that names another method of the grid (by
+    label) replaced by `uniform` (the runner hands it that method's allocation of the same seed
+    and sparsity instead), and the labels so named, in order."""
+    if "start" not in options:
+        return options, []
+    starts = split_starts(options["start"])
+    named = [s for s in starts if s in labels]
+    kept = ["uniform" if s in labels else s for s in starts]
+    return {**options, "start": ",".join(kept)}, named
+
+
 def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
     from ..allocation.sparsity_methods import SPARSITY_METHODS, make_sparsity_method
     from ..pruning.pruners import make_pruner
@@ -272,7 +302,17 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
         if key not in raw:
             _fail(path, key, "missing.")
     _check_model(path, raw["model"])
-    methods = _methods(path, raw["methods"], make_sparsity_method)
+    labels = grid_labels(raw["methods"])
+
+    def make_method(name, **options):  # a search may start from the grid's other methods
+        if name == "search":
+            options, _ = grid_starts(options, labels - {"search"})
+        return make_sparsity_method(name, **options)
+
+    methods = _methods(path, raw["methods"], make_method)
+    for m in methods:
+        if m.method == "search" and m.name in split_starts(m.options.get("start", "")):
+            _fail(path, "methods", f"search {m.name} cannot start from itself.")
     pruners = []
     for i, p in enumerate(raw["pruners"] or []):
         p = {"name": p} if isinstance(p, str) else dict(p)

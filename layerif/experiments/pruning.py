@@ -101,7 +101,8 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     grid = [(seed, sparsity, method, i)
             for seed in config.seeds for sparsity in config.sparsities
             for method in config.methods
-            for i in (range(len(config.slices)) if "scores" in _needs(method) else [None])]
+            for i in (range(len(config.slices)) if "scores" in _needs(method, config)
+                      else [None])]
     n_pruned = len(grid) * len(config.pruners)
     checked = bool(config.sensitivity) and config.sensitivity["check"]
     allocations = Counter(_allocation_stage(method) for _, _, method, _ in grid)
@@ -139,6 +140,18 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     # ratios of an earlier one (LayerIF's epsilon 0 is uniform, or ATP under --prior atp) gets
     # that model's evaluation and additivity instead of the same prune and evaluation again
     made: dict[str, dict] = {}
+
+    def grid_allocation(label: str, seed: int, sparsity: float) -> str | None:
+        """The key of the allocation of the grid's method `label` (first scoring slice) at
+        this seed and sparsity, computed now if it is not stored: a search starts from it."""
+        ref = next(m for m in config.methods if m.name == label)
+        ref = _with_atp_beta(ref, config, atp_betas.get((seed, sparsity)))
+        key = scores_keys[0] if "scores" in _needs(ref, config) and scores_keys else None
+        if "scores" in _needs(ref, config) and not key:
+            return None
+        return _allocate(store, config, model, model_id, ref, sparsity, seed, key,
+                         calibration, sensitivity_key, grid_allocation)
+
     for seed, sparsity, method, slice_index in grid:
         method = _with_atp_beta(method, config, atp_betas.get((seed, sparsity)))
         twin_additivity = first = None
@@ -147,7 +160,7 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
         if (slice_index is None or scores_key) and (method.method != "sensitivity"
                                                     or sensitivity_key):
             alloc_key = stored(_allocate, store, config, model, model_id, method, sparsity,
-                               seed, scores_key, calibration, sensitivity_key)
+                               seed, scores_key, calibration, sensitivity_key, grid_allocation)
         if alloc_key and method.method == "atp":
             atp_betas[(seed, sparsity)] = json.loads((store.folder("allocation", alloc_key) /
                                                       "alloc.json").read_text())[
@@ -279,6 +292,11 @@ def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: di
 
         check_disjoint([content_set(config.sensitivity["held"], HELD_ROLE)],
                        [*scoring, calibration_set, *held])
+    for method in config.methods:  # a search's fitness and validation texts neither
+        if method.method == "search":
+            from ..allocation.sparsity_methods.search import search_text_sets
+
+            check_disjoint(search_text_sets(method.options), [*scoring, calibration_set, *held])
 
 
 def _with_atp_beta(method, config: ExperimentConfig, beta: float | None):
@@ -304,10 +322,16 @@ def _revision(method) -> int:
     return SPARSITY_METHODS[method.method].revision
 
 
-def _needs(method) -> tuple[str, ...]:
+def _needs(method, config: ExperimentConfig | None = None) -> tuple[str, ...]:
+    """What `method` reads; a search starting from other methods of the grid reads their
+    allocations, not what they read."""
     from ..allocation.sparsity_methods import make_sparsity_method
+    from .config import grid_starts
 
-    return make_sparsity_method(method.method, **method.options).requires()
+    options = method.options
+    if method.method == "search" and config is not None:
+        options, _ = grid_starts(options, {m.name for m in config.methods} - {method.name})
+    return make_sparsity_method(method.method, **options).requires()
 
 
 def _calibration_windows(model: str, calibration: dict, seed: int):
@@ -398,13 +422,16 @@ def _additivity(store, config, model, alloc_key, sensitivity_key, calibration,
 
 
 def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key, calibration,
-              sensitivity_key=None):
+              sensitivity_key=None, grid_allocation=None):
+    """The key of `method`'s allocation cell. grid_allocation(label, seed, sparsity): the key
+    of another method's allocation in this grid (a search's start)."""
     from ..allocation.api import allocate_sparsity, load_scores
-    from ..allocation.sparsity_methods.search import kept_trials
+    from ..allocation.sparsity_methods.setting_search import kept_trials
     from ..data.provenance import content_set
     from ..models import load_model, load_skeleton
+    from ..search.run import search_workspace
 
-    needs = _needs(method)
+    needs = _needs(method, config)
     settings = {"model": model_id, "method": method.method, "options": method.options,
                 "aggregate": method.aggregate, "sparsity": sparsity}
     revision = _revision(method)
@@ -418,20 +445,33 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
     if method.method == "sensitivity":  # the grid's own measurement
         settings["sensitivity"] = sensitivity_key
         options["file"] = str(store.folder("sensitivity", sensitivity_key) / "sensitivity")
+    if method.method == "search":
+        options = _search_options(store, config, method, settings, sparsity, seed,
+                                  sensitivity_key, grid_allocation)
 
     def compute(folder):
         scores = (load_scores(store.folder("scores", scores_key) / "scores", method.aggregate)
                   if "scores" in needs else None)
         reads_weights = "weights" in needs or "calibration" in needs
-        loaded = load_model(model, device="cpu")[0] if reads_weights else load_skeleton(model)
+        tokenizer = None
+        if reads_weights:
+            loaded, tokenizer = load_model(model, device="cpu")
+        else:
+            loaded = load_skeleton(model)
+        if "tokenizer" in needs and tokenizer is None:
+            from ..models import load_tokenizer
+
+            tokenizer = load_tokenizer(model)
         samples = calibration_set = None
         if "calibration" in needs:
             samples = _calibration_windows(model, calibration, seed)
             calibration_set = content_set(calibration["source"], "calibration").to_dict()
-        with kept_trials(store.trials):  # (a search killed mid-way resumes at its next trial)
+        # (a search killed mid-way resumes at its next trial or generation)
+        with kept_trials(store.trials), search_workspace(store.root / "search-work"):
             alloc = allocate_sparsity(method.method, sparsity, model=loaded, model_name=model,
                                       scores=scores, calibration=samples,
-                                      calibration_set=calibration_set, **options)
+                                      calibration_set=calibration_set, tokenizer=tokenizer,
+                                      **options)
         alloc.save(folder / "alloc.json")
         return {"ratios": alloc.ratios, "global_sparsity": alloc.global_sparsity}
 
@@ -439,6 +479,37 @@ def _allocate(store, config, model, model_id, method, sparsity, seed, scores_key
                        + (f" s{seed}" if "calibration" in needs else ""),
                        hashed=("alloc.json",), stage=_allocation_stage(method))
     return key
+
+
+def _search_options(store, config, method, settings: dict, sparsity: float, seed: int,
+                    sensitivity_key, grid_allocation) -> dict:
+    """A search's options in this grid: starts named by the grid's labels become their
+    allocation files (their keys enter the cell's), a sensitivity bias reads the grid's own
+    measurement."""
+    from .config import split_starts
+
+    options = dict(method.options)
+    labels = {m.name for m in config.methods} - {method.name}
+    starts, keys = [], {}
+    for start in split_starts(options.get("start", "uniform")):
+        if start in labels:
+            key = grid_allocation(start, seed, sparsity)
+            if key is None:
+                raise CellMissing("allocation", start)
+            keys[start] = key
+            start = str(store.folder("allocation", key) / "alloc.json")
+        starts.append(start)
+    options["start"] = ",".join(starts)
+    if keys:
+        settings["starts"] = keys
+    if options.get("bias") == "sensitivity":
+        if not sensitivity_key:
+            raise LayerIFError(f"{config.path}: method {method.name}: bias sensitivity needs "
+                               "the grid's sensitivity section.")
+        settings["sensitivity"] = sensitivity_key
+        options["sensitivity"] = str(store.folder("sensitivity", sensitivity_key) /
+                                     "sensitivity")
+    return options
 
 
 def _allocation_stage(method) -> str:

@@ -138,3 +138,38 @@ def run_blocks(
         hidden = unchanged if unchanged is not None else forward_all()
         module.to(home)
     return hidden
+
+
+@contextlib.contextmanager
+def tail_from(model: nn.Module, l: int, hidden: Sequence[torch.Tensor],
+              record: Callable[[int, torch.Tensor], None] | None = None) -> Iterator[list[int]]:
+    """While active, model(input_ids=window s) runs blocks l..L-1 on `hidden[s]` (block l's
+    cached input): blocks before l are pass-through stubs and block l's hidden state is swapped
+    in, so the model's own embedding, mask, rotary and head code supplies everything else.
+    record(i, h), when given, sees the input hidden state of every block i >= l. Yields a
+    one-element list holding the index of the next window."""
+    blocks = _block_modules(model)
+    which = [0]
+
+    def swap(_module, args, kwargs):
+        h = hidden[which[0]].to(next(_module.parameters()).device)
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+
+    def recorder(i: int):
+        def hook(_module, args, kwargs):
+            record(i, args[0] if args else kwargs["hidden_states"])
+
+        return hook
+
+    handles = [blocks[l].register_forward_pre_hook(swap, with_kwargs=True)]
+    if record is not None:  # (registered after the swap, so block l records the swapped state)
+        handles += [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
+                    for i in range(l, len(blocks))]
+    try:
+        with _stubbed(blocks[:l], lambda *_: None):
+            yield which
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -88,6 +88,45 @@ def plot_sensitivity(layers: Sequence[int], levels: Sequence[float], delta: np.n
     return save_figure(fig, path)
 
 
+def plot_search_trajectories(searches: Mapping[str, dict], path: str | Path,
+                             title: str = "search: fitness of the parent") -> Path:
+    """Left: each search's parent fitness on its whole held text (and, as dots, the validation
+    NLL where it was checked, right axis) against generations; right: the same fitness against
+    the tokens its candidates ran. searches: label -> an allocation's search record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_gen, by_tokens) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    twin = by_gen.twinx()
+    for i, (label, record) in enumerate(searches.items()):
+        colour = f"C{i % 10}"
+        trajectory = record["trajectory"]
+        gens = [t["generation"] for t in trajectory]
+        fit = [t["fitness"] for t in trajectory]
+        by_gen.plot(gens, fit, color=colour, label=label)
+        by_tokens.plot([t["tokens"] / 1e6 for t in trajectory], fit, color=colour, label=label)
+        checked = [(t["generation"], t["validation"]) for t in trajectory
+                   if t.get("validation") is not None]
+        if checked:
+            twin.plot(*zip(*checked, strict=True), "o", ms=3, color=colour, alpha=0.6)
+        best = record["final"].get("generation")
+        if best is not None:
+            by_gen.axvline(best, color=colour, ls=":", lw=0.8)
+    kind = next(iter(searches.values()))["fitness"]["kind"] if searches else "kl"
+    by_gen.set_xlabel("generation (dotted: the answer the validation picked)")
+    by_gen.set_ylabel(f"fitness ({kind}, nats per token)")
+    twin.set_ylabel("validation NLL (dots)")
+    by_tokens.set_xlabel("tokens run by the candidates (millions)")
+    for ax in (by_gen, by_tokens):
+        ax.grid(alpha=0.3)
+    by_tokens.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Write a PNG atomically (io's temp file + rename) and close the figure."""
     import matplotlib.pyplot as plt

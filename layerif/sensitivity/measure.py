@@ -17,9 +17,8 @@ once and serve every level.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,9 +31,9 @@ from ..errors import LayerIFError
 from ..models import discover_blocks
 from ..pruning.calibration import (
     CapturedInputs,
-    _stubbed,
     capture_block_inputs,
     forward_block,
+    tail_from,
 )
 from ..pruning.prune import InputStatistics, oriented_weight, prune_matrix
 from ..pruning.pruners import make_pruner
@@ -101,35 +100,13 @@ def window_token_nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
     return float(F.cross_entropy(logits[0, :-1].float(), ids[0, 1:].to(logits.device)))
 
 
-@contextlib.contextmanager
-def _tail_from(model: nn.Module, l: int, hidden: list[torch.Tensor]) -> Iterator[list[int]]:
-    """While active, model(input_ids=window s) runs blocks l..L-1 on `hidden[s]` (block l's
-    cached input): blocks before l are pass-through stubs and block l's hidden state is swapped
-    in. Yields a one-element list holding the index of the next window."""
-    blocks = [model.get_submodule(b.path) for b in discover_blocks(model)]
-    which = [0]
-
-    def swap(_module, args, kwargs):
-        h = hidden[which[0]].to(next(_module.parameters()).device)
-        if args:
-            return (h, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": h}
-
-    handle = blocks[l].register_forward_pre_hook(swap, with_kwargs=True)
-    try:
-        with _stubbed(blocks[:l], lambda *_: None):
-            yield which
-    finally:
-        handle.remove()
-
-
 @torch.no_grad()
 def tail_nll(model: nn.Module, l: int, hidden: list[torch.Tensor],
              windows: Sequence[torch.Tensor]) -> list[float]:
     """Each window's mean token NLL with blocks l..L-1 run on block l's cached inputs."""
     device = next(model.parameters()).device
     out = []
-    with _tail_from(model, l, hidden) as which:
+    with tail_from(model, l, hidden) as which:
         for s, ids in enumerate(windows):
             which[0] = s
             ids = ids.view(1, -1).to(device)

@@ -1,7 +1,17 @@
 """Sparsity allocation methods, one file each, registered by name (base.py)."""
 
 # Importing the method modules registers them.
-from . import alphapruning, atp, dlp, layerif, lsa, owl, sensitivity, uniform  # noqa: F401
+from . import (  # noqa: F401
+    alphapruning,
+    atp,
+    dlp,
+    layerif,
+    lsa,
+    owl,
+    search,
+    sensitivity,
+    uniform,
+)
 from .base import (
     NEEDS,
     SPARSITY_METHODS,

@@ -26,7 +26,7 @@ from ...options import option
 from ..experts import AllocationError
 from ..sparsity import check_target
 from .base import SparsityInputs, SparsityMethod, register
-from .search import choose
+from .setting_search import choose
 
 MAX_RATIO = 0.99
 

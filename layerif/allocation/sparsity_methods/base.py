@@ -28,7 +28,7 @@ from ...options import Component, build
 from ..experts import AllocationError
 
 # What a method may read; the CLI loads only what the chosen method needs.
-NEEDS = ("scores", "weights", "calibration")
+NEEDS = ("scores", "weights", "calibration", "tokenizer")
 # No block is pruned to more than this, so no global target above it can be met.
 MAX_RATIO = 0.99
 
@@ -39,7 +39,9 @@ class SparsityInputs:
     "weights" or "calibration"); blocks: `models.discover_blocks(model)`; params: prunable
     parameters per block (P_l); scores: a loaded scores.json; calibration: token windows, each
     a (1, T) tensor; fingerprint: the model's (fingerprint.py), for methods that read a file
-    measured on a model."""
+    measured on a model; tokenizer: the model's, for methods that read text of their own;
+    calibration_set: the content set (provenance.ContentSet.to_dict) of the calibration
+    windows, for methods that must keep their own text disjoint from it."""
 
     model: nn.Module
     blocks: list
@@ -47,6 +49,8 @@ class SparsityInputs:
     scores: dict | None = None
     calibration: Sequence[torch.Tensor] | None = None
     fingerprint: dict | None = None
+    tokenizer: object | None = None
+    calibration_set: dict | None = None
 
 
 class SparsityMethod(Component, ABC):

@@ -8,7 +8,7 @@ The paper's direction is eps > 0. Whether it holds is an empirical question per 
 - `--epsilon` takes [-1, 1]: a negative eps reverses the map (larger |S| pruned less), 0 is
   uniform;
 - `--tune` picks eps from `--tune-grid` (0 and negative values included) by the perplexity of
-  held calibration windows of the pruned model, exactly as ATP picks beta (search.py; never
+  held calibration windows of the pruned model, exactly as ATP picks beta (setting_search.py; never
   evaluation data); the grid, each point's perplexity and the choice are recorded;
 - `--prior atp` applies the map as a correction on top of ATP's depth progression: ATP's beta
   is chosen first on the same calibration windows, then eps (phi_l multiplies ATP's s_l before
@@ -28,7 +28,7 @@ from ..experts import AllocationError, refuse_flat
 from ..profiles import layer_profile
 from ..sparsity import mapped_sparsity, minmax, smooth
 from .base import SparsityInputs, SparsityMethod, register
-from .search import choose
+from .setting_search import choose
 
 PRIORS = ("none", "atp")
 
