@@ -151,6 +151,29 @@ def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
                           f"{flag}.")
 
 
+def check_output_folder(path: str | os.PathLike, owned_files: set[str] | None = None,
+                        marker: str | None = None) -> None:
+    """Refuse now, before any work, what `atomic_dir` would refuse when the result is ready:
+    an existing `path` that is a file, or a folder holding files layerif did not write (see
+    atomic_dir for `owned_files` and `marker`)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder; --out takes a folder here, "
+                          "choose another --out.")
+    names = {p.name for p in path.iterdir()}
+    if marker is not None:
+        foreign = [] if marker in names or not names else sorted(names)
+    else:
+        foreign = sorted(n for n in names if n not in (owned_files or set()))
+    if foreign:
+        raise OutputError(
+            f"{path} already holds files layerif did not write ({', '.join(foreign[:5])}); "
+            "choose an empty or new --out folder."
+        )
+
+
 @contextlib.contextmanager
 def atomic_dir(
     path: str | os.PathLike, owned_files: set[str] | None = None, marker: str | None = None
@@ -161,19 +184,7 @@ def atomic_dir(
     `owned_files`, or it holds the `marker` file (we never delete a user's unrelated files).
     """
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise OutputError(f"{path} exists and is not a folder; choose another --out.")
-        names = {p.name for p in path.iterdir()}
-        if marker is not None:
-            foreign = [] if marker in names or not names else sorted(names)
-        else:
-            foreign = sorted(n for n in names if n not in (owned_files or set()))
-        if foreign:
-            raise OutputError(
-                f"{path} already holds files layerif did not write ({', '.join(foreign[:5])}); "
-                "choose an empty or new --out folder."
-            )
+    check_output_folder(path, owned_files, marker)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))

@@ -345,3 +345,116 @@ def test_allocate_ranks_writes_both_files_or_neither(tiny_model_dir, tmp_path, c
     assert run("allocate", "ranks", "--method", "uniform", "--budget", 8, "--model",
                tiny_model_dir("llama"), "--out", out) == 0
     assert out.exists() and (tmp_path / "r.lora_config.json").exists()
+
+
+# --- outputs refused before the work (issue 45) --------------------------------------------
+
+
+@pytest.mark.parametrize("existing", ["file", "foreign folder"])
+def test_sensitivity_refuses_an_output_it_cannot_replace_before_any_trial(
+        existing, tiny_model_dir, files, tmp_path, capsys, monkeypatch):
+    """An --out that is a file, or a folder of someone else's files, is refused at once: no
+    block measured, no .OUT.resume left, nothing glued to the message."""
+    from layerif.sensitivity import measure
+
+    def no_trials(*_a, **_k):
+        raise AssertionError("measured before refusing the output")
+
+    monkeypatch.setattr(measure, "measure_sensitivity", no_trials)
+    out = tmp_path / "sens"
+    if existing == "file":
+        out.write_text("my notes\n")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    code = run("sensitivity", "--model", tiny_model_dir("llama"), "--pruner", "wanda",
+               "--levels", "0.5", "--calibration", files / "train.jsonl", "--held",
+               files / "val.jsonl", "--nsamples", 2, "--seqlen", 8, "--held-windows", 1,
+               "--quiet", "--out", out)
+    assert code == 2
+    line = one_line_error(capsys, "--out")
+    assert "finished steps" not in line
+    assert not (tmp_path / ".sens.resume").exists()
+    assert (out.read_text() if existing == "file" else (out / "notes.txt").read_text()) in (
+        "my notes\n", "mine\n")
+
+
+def test_eval_refuses_a_folder_as_out_before_evaluating(tiny_model_dir, tmp_path, capsys,
+                                                        monkeypatch):
+    from layerif import evaluation
+
+    def no_eval(*_a, **_k):
+        raise AssertionError("evaluated before refusing the output")
+
+    monkeypatch.setattr(evaluation, "evaluate_model", no_eval)
+    (tmp_path / "results").mkdir()
+    assert run("eval", "--model", tiny_model_dir("llama"), "--tasks", "arc_easy", "--limit", 2,
+               "--out", tmp_path / "results") == 2
+    one_line_error(capsys, "--out takes a file name")
+
+
+def test_allocate_refuses_an_unrelated_out_before_the_work(tiny_model_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    from layerif.allocation import api
+
+    def no_work(*_a, **_k):
+        raise AssertionError("allocated before refusing the output")
+
+    monkeypatch.setattr(api, "allocate_sparsity", no_work)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    assert run("allocate", "sparsity", "--method", "search", "--sparsity", 0.5, "--model",
+               tiny_model_dir("llama"), "--out", notes) == 2
+    one_line_error(capsys, "exists and is not a layerif sparsity allocation")
+    assert notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("pruner", ["wanda", "magnitude"])
+def test_an_interrupted_prune_resumes_at_its_next_block_bit_for_bit(pruner, tiny_model_dir,
+                                                                    files, tmp_path, capsys,
+                                                                    monkeypatch):
+    """Ctrl-C in block 1: the message says what was kept; the same command resumes at block 1
+    (block 0 is not pruned again) and writes the weights an uninterrupted prune writes."""
+    import torch
+    from safetensors.torch import load_file
+
+    from layerif.pruning import prune as prune_module
+
+    model = tiny_model_dir("llama")
+    alloc = tmp_path / "a.json"
+    assert run("allocate", "sparsity", "--method", "uniform", "--sparsity", 0.5, "--model",
+               model, "--out", alloc) == 0
+    common = ["prune", "--model", model, "--allocation", alloc, "--pruner", pruner,
+              "--calibration", files / "train.jsonl", "--nsamples", 2, "--seqlen", 8,
+              "--quiet"]
+    assert run(*common, "--out", tmp_path / "whole") == 0
+    real, calls = prune_module.prune_matrix, []
+
+    def ctrl_c_in_block_1(W, ratio, pruner_, stats, name, structure=None):
+        calls.append(name)
+        if ".layers.1." in name:
+            raise KeyboardInterrupt
+        return real(W, ratio, pruner_, stats, name, structure)
+
+    out = tmp_path / "p"
+    with monkeypatch.context() as m:
+        m.setattr(prune_module, "prune_matrix", ctrl_c_in_block_1)
+        assert run(*common, "--out", out) == 130
+    err = capsys.readouterr().err
+    kept = tmp_path / ".p.resume"
+    assert f"finished steps are kept in {kept}" in err and not out.exists()
+    calls.clear()
+
+    def counting(W, ratio, pruner_, stats, name, structure=None):
+        calls.append(name)
+        return real(W, ratio, pruner_, stats, name, structure)
+
+    with monkeypatch.context() as m:
+        m.setattr(prune_module, "prune_matrix", counting)
+        assert run(*common, "--out", out) == 0
+    assert calls and not any(".layers.0." in n for n in calls)  # block 0 was kept
+    assert "resumed from" in capsys.readouterr().out and not kept.exists()
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(out / "model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from layerif.cli import main
 from layerif.data.instruct import balance_answers, load_instruct
 from layerif.errors import DataError
 from layerif.experiments import load_config, run_experiment, write_report
@@ -160,3 +161,16 @@ def test_balance_answers_keeps_the_first_of_each_answer_in_row_order():
     assert [it.origin for it in balanced] == expected
     with pytest.raises(DataError, match="single gold answer"):
         balance_answers([it for it in items if it.answer == items[0].answer])
+
+
+def test_validation_rows_overlapping_the_fine_tuning_rows_are_refused_before_any_work(
+        tmp_path, capsys):
+    """Named by the config file and key, with nothing built or evaluated (it used to come
+    after the model cell and the base evaluation, naming only data slices)."""
+    config = config_file(tmp_path, tasks=[{"task": "mrpc", "train": "mrpc:validation[0:12]",
+                                           "val": "mrpc:validation[8:16]"}], base=True)
+    out = tmp_path / "run"
+    assert main(["experiment", "run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: tasks[0].val:" in err and "shares content" in err
+    assert not (out / "cells").exists()

@@ -412,3 +412,46 @@ def test_a_grid_search_whose_text_overlaps_the_evaluation_is_refused_before_any_
     with pytest.raises(LayerIFError, match="shares content"):
         run_pruning(load_config(config), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "cells").exists()
+
+
+def test_a_second_text_added_later_evaluates_only_the_rows_it_names_and_the_report_shows_it(
+        tmp_path):
+    """`transfer` added to a grid that ran without it: the rows it names are pruned again and
+    evaluated on the second text (their main evaluations kept), the dense model too; a rerun
+    computes nothing; the report has the second text's table and the search section, with
+    the search's gain on the evaluation texts beside its gain on the fitness text."""
+    import yaml
+    from test_experiment import kinds
+
+    from layerif.experiments import load_config, run_pruning, write_report
+
+    methods = [{"method": "uniform"}, {**SEARCH, "label": "search-uniform"}]
+    config = _grid(tmp_path, methods)
+    raw = yaml.safe_load(config.read_text())
+    raw["dense"] = True
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    first = run_pruning(load_config(config), out, progress=False)
+    evals = kinds(first)["eval"]
+    raw["transfer"] = {"ppl": ["rte:validation[0:60]"], "ppl_seqlen": 64,
+                       "methods": ["uniform", "search-uniform"]}
+    config.write_text(yaml.safe_dump(raw))
+    second = run_pruning(load_config(config), out, progress=False)
+    assert kinds(second) == {"pruned": 2, "eval": 3}  # two rows re-pruned; + dense
+    assert evals == 3 and all(r.get("transfer") for r in second.rows)
+    assert run_pruning(load_config(config), out, progress=False).executed == []
+    write_report(out)
+    tables = (out / "tables.md").read_text()
+    assert "second text: wanda, 50% sparsity" in tables and "rte:validation[0:60]" in tables
+    assert "**the whole-model search**" in tables
+    line = next(x for x in tables.splitlines() if x.startswith("| search-uniform | 0 |"))
+    assert "| uniform |" in line  # its start: the grid's own uniform row
+    cells = line.split("|")
+    assert cells[8].strip().startswith(("+", "-")) and cells[9].strip().startswith(("+", "-"))
+    assert (out / "plots" / "search-wanda-seed0.png").stat().st_size > 0
+    raw["transfer"]["methods"] = ["nope"]
+    config.write_text(yaml.safe_dump(raw))
+    from layerif.experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match="transfer.methods: nope"):
+        load_config(config)

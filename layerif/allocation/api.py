@@ -49,12 +49,18 @@ class AllocationFile:
     def save(self, path: str | Path, companions: list[tuple[Path, dict]] = ()) -> Path:
         """Write the allocation (and `companions`, files that belong with it) all or nothing;
         an existing --out that is not an allocation file is refused."""
-        for target in (path, *(c for c, _ in companions)):
-            refuse_foreign_file(target, lambda d: isinstance(d, dict) and (
-                {"method", "layers"} <= d.keys() or "r" in d or "rank_pattern" in d),
-                self.WHAT)
+        self.refuse_foreign(path, *(c for c, _ in companions))
         write_json_files([(path, asdict(self)), *companions])
         return Path(path)
+
+    @classmethod
+    def refuse_foreign(cls, *paths: str | Path) -> None:
+        """Refuse (before the work, too) an existing output that is not a layerif allocation
+        (or its LoraConfig companion): an unrelated file is never overwritten."""
+        for target in paths:
+            refuse_foreign_file(target, lambda d: isinstance(d, dict) and (
+                {"method", "layers"} <= d.keys() or "r" in d or "rank_pattern" in d),
+                cls.WHAT)
 
     def check(self, path: str | Path) -> None:
         """Raise AllocationError naming `path` when the loaded values are inconsistent."""

@@ -81,13 +81,22 @@ def _add_rank_kind(kinds) -> None:
 
 
 def run(args) -> int:
-    from ..allocation.api import allocate_experts, allocate_sparsity, load_scores
+    from ..allocation.api import (
+        ExpertAllocation,
+        RankAllocation,
+        SparsityAllocation,
+        allocate_experts,
+        allocate_sparsity,
+        load_scores,
+    )
     from ..data.calibration import calibration_samples
     from ..data.provenance import content_set
     from ..io import check_writable
     from ..models import load_tokenizer
 
     check_writable(args.out)
+    {"sparsity": SparsityAllocation, "experts": ExpertAllocation,  # before the work: a
+     "ranks": RankAllocation}[args.kind].refuse_foreign(args.out)   # search runs for hours
     scores = load_scores(args.scores, args.aggregate) if args.scores else None
     if args.kind == "ranks":
         options = chosen_options(args, EXPERT_METHODS, args.method, "method")

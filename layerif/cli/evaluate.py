@@ -43,10 +43,15 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..evaluation import evaluate_model, evaluation_specs
     from ..io import check_writable, write_json
     from ..models import load_model
 
+    if Path(args.out).is_dir():  # refused now, not after the evaluation
+        raise LayerIFError(f"{args.out} is a folder; --out takes a file name for the results, "
+                           f"e.g. --out {Path(args.out) / 'results.json'}.")
     check_writable(args.out)
     ppl = _ppl_sources(args.ppl)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -16,6 +16,7 @@ from .common import (
     add_device_dtype,
     add_dry_run,
     add_mask_structure_arg,
+    kept_checkpoint,
     resolve_device,
     show_plan,
 )
@@ -40,6 +41,10 @@ def add(sub) -> None:
     add_flags(pr, PRUNERS)
     pr.add_argument("--quiet", action="store_true", help="no progress bars, no memory plan")
     add_dry_run(pr)
+    pr.add_argument("--no-resume", action="store_true",
+                    help="keep no checkpoint (by default each pruned block is kept in "
+                    "OUT_PARENT/.OUT.resume and the same command again resumes at the next "
+                    "block)")
     pr.add_argument("--out", required=True, help="output folder (a Hugging Face model folder)")
 
 
@@ -49,12 +54,13 @@ def run(args) -> int:
     from ..data.provenance import check_disjoint, content_set
     from ..evaluation.overlap import allocation_sets
     from ..fingerprint import check_same_model, model_fingerprint
-    from ..io import check_writable
+    from ..io import check_output_folder, check_writable
     from ..models import discover_blocks, load_model
-    from ..pruning.prune import prune_model, save_pruned
+    from ..pruning.prune import PRUNING_FILE, prune_model, save_pruned
 
     if not args.dry_run:
         check_writable(args.out)
+        check_output_folder(args.out, marker=PRUNING_FILE)
     pruner_options = chosen_options(args, PRUNERS, args.pruner, "pruner")
     pruner = make_pruner(args.pruner, **pruner_options)
     alloc = SparsityAllocation.load(args.allocation)
@@ -84,9 +90,22 @@ def run(args) -> int:
         samples = calibration_samples(tokenizer, args.calibration, args.nsamples, args.seqlen,
                                       args.seed)
     load_s = time.perf_counter() - start
-    report = prune_model(model, alloc.ratios, pruner, samples,
-                         device=resolve_device(args.device), progress=not args.quiet,
-                         patterns=patterns)
+    from pathlib import Path
+
+    from ..influence.checkpoint import StepCache
+
+    out = Path(args.out)
+    resume_dir = None if args.no_resume else out.parent / f".{out.name}.resume"
+    steps = StepCache(resume_dir, {  # what every kept block depends on
+        "fingerprint": fingerprint, "ratios": alloc.ratios, "patterns": patterns,
+        "pruner": args.pruner, "arguments": repr(pruner.args), "calibration": calibration,
+        "dtype": args.dtype})
+    with kept_checkpoint(resume_dir):
+        report = prune_model(model, alloc.ratios, pruner, samples,
+                             device=resolve_device(args.device), progress=not args.quiet,
+                             patterns=patterns, steps=steps)
+    if steps.resumed:
+        print(f"resumed from {resume_dir}: {len(steps.resumed)} pruned blocks were kept")
     info = {
         "model": args.model, "pruner": args.pruner, "pruner_arguments": asdict(pruner.args),
         "allocation": asdict(alloc),
@@ -101,6 +120,7 @@ def run(args) -> int:
                                                  report.seconds.items()}},
     }
     out = save_pruned(model, tokenizer, args.out, info)
+    steps.clear()
     print(f"pruned {args.model} with {args.pruner} to {info['global_achieved']:.4f} "
           f"(target {alloc.sparsity}); wrote {out}")
     return 0

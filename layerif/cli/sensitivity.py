@@ -64,6 +64,11 @@ def run(args) -> int:
     except LayerIFError:
         raise LayerIFError(f"--levels {args.levels!r}: give increasing pruning ratios in "
                            "(0, 0.99], e.g. 0.5,0.6,0.7,0.8,0.9.") from None
+    from ..io import check_output_folder, check_writable
+    from ..sensitivity.files import FILE, PLOT
+
+    check_writable(args.out)  # the output, before hours of trials (and no .OUT.resume left)
+    check_output_folder(args.out, owned_files={FILE, PLOT})
     job = SensitivityRun(
         model=args.model, pruner=args.pruner, levels=levels, calibration=args.calibration,
         nsamples=args.nsamples, seqlen=args.seqlen, held=args.held,

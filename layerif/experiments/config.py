@@ -97,6 +97,7 @@ class ExperimentConfig:
     dense: bool = True
     keep_models: bool = False
     sensitivity: dict = field(default_factory=dict)  # empty: not measured
+    transfer: dict = field(default_factory=dict)  # a second text for the rows it names
     path: str = ""
 
 
@@ -120,7 +121,8 @@ class MoEExperimentConfig:
 
 KINDS = ("pruning", "lora-moe")
 KEYS = {"name", "model", "scoring", "methods", "pruners", "sparsities", "seeds", "calibration",
-        "evaluation", "dense", "keep_models", "kind", "sensitivity"}
+        "evaluation", "dense", "keep_models", "kind", "sensitivity", "transfer"}
+TRANSFER_KEYS = {"ppl", "ppl_seqlen", "methods"}
 MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training", "lora", "seeds",
             "evaluation", "base", "keep_models", "kind"}
 TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance",
@@ -345,11 +347,36 @@ def _pruning_config(path: str, raw: dict) -> ExperimentConfig:
     evaluation = _evaluation(path, raw, EVALUATION_KEYS)
     if not evaluation.get("tasks") and not evaluation.get("ppl"):
         _fail(path, "evaluation", "give tasks, ppl or both.")
+    transfer = _transfer(path, raw, {m.name for m in methods})
     return ExperimentConfig(
         name=str(raw["name"]), model=raw["model"], methods=methods, pruners=pruners,
         sparsities=sparsities, seeds=seeds, slices=slices, scoring=scoring,
         calibration=calibration, evaluation=evaluation, dense=bool(raw.get("dense", True)),
-        keep_models=bool(raw.get("keep_models", False)), sensitivity=sensitivity, path=path)
+        keep_models=bool(raw.get("keep_models", False)), sensitivity=sensitivity,
+        transfer=transfer, path=path)
+
+
+def _transfer(path: str, raw: dict, labels: set[str]) -> dict:
+    """The second evaluation text (`transfer: {ppl: [SOURCE], ppl_seqlen, methods: [LABEL]}`):
+    perplexity on another text for the rows it names (and the dense model), evaluated as extra
+    cells, so the grid's other evaluations keep their keys."""
+    section = _section(path, raw, "transfer", TRANSFER_KEYS)
+    if not section:
+        return {}
+    ppl = section.get("ppl")
+    if not isinstance(ppl, list) or not ppl or not all(isinstance(s, str) for s in ppl):
+        _fail(path, "transfer.ppl", "give a list of perplexity texts.")
+    methods = section.get("methods")
+    if not isinstance(methods, list) or not methods:
+        _fail(path, "transfer.methods", "give the labels of the rows to evaluate on it.")
+    unknown = [m for m in methods if m not in labels]
+    if unknown:
+        _fail(path, "transfer.methods", f"{', '.join(map(str, unknown))} is not a method label "
+                                        f"of this grid (labels: {', '.join(sorted(labels))}).")
+    seqlen = section.get("ppl_seqlen")
+    if seqlen is not None and (not isinstance(seqlen, int) or seqlen < 2):
+        _fail(path, "transfer.ppl_seqlen", "give a window of at least 2 tokens.")
+    return section
 
 
 def _with_n_train(path: str, slices: list[dict], n_train) -> list[dict]:

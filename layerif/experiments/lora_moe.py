@@ -105,10 +105,19 @@ def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = 
 
 
 def _refuse_overlaps(config: MoEExperimentConfig, specs: dict) -> None:
-    """Before any work: each task's evaluation rows must share no content with its fine-tuning
-    or scoring-validation rows (nor with any other task's)."""
+    """Before any work: each task's validation rows (LayerIF scores the fine-tuning rows
+    against them) must share no content with its fine-tuning rows, and its evaluation rows
+    none with either (nor with any other task's); a refusal names the config and its key."""
     from ..data.provenance import check_disjoint, content_set
+    from ..errors import DataError
+    from .config import ConfigError
 
+    for i, t in enumerate(config.tasks):
+        try:
+            check_disjoint([content_set(t["val"], "scoring val")],
+                           [content_set(t["train"], "scoring train")])
+        except DataError as exc:
+            raise ConfigError(f"{config.path}: tasks[{i}].val: {exc}") from None
     used = [content_set(t[part], f"{t['task']} {part}") for t in config.tasks
             for part in ("train", "val")]
     check_disjoint([content_set(str(spec), "evaluation") for spec in specs.values()], used)

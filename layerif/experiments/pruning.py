@@ -106,8 +106,11 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
     n_pruned = len(grid) * len(config.pruners)
     checked = bool(config.sensitivity) and config.sensitivity["check"]
     allocations = Counter(_allocation_stage(method) for _, _, method, _ in grid)
+    transferred = sum(m.name in (config.transfer or {}).get("methods", [])
+                      for _, _, m, _ in grid) * len(config.pruners)
     store.plan({"scores": len(config.slices), **allocations, "pruned": n_pruned,
-                "eval": n_pruned + int(config.dense),
+                "eval": n_pruned + int(config.dense) + transferred
+                + int(config.dense and bool(config.transfer)),
                 "sensitivity": int(bool(config.sensitivity)),
                 "additivity": sum(g[0] == config.seeds[0] for g in grid) if checked else 0})
     scores_keys = []
@@ -127,11 +130,16 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
 
     sensitivity_key = stored(_sensitivity, store, config, model, model_id, calibration)
     rows, missing = [], []
+    transfer = transfer_settings(config, evaluation)
     if config.dense:
         cell = stored(_evaluate, store, model, model_id, None, evaluation, "dense")
         if cell:
             rows.append({"method": "dense", "slice": None, "pruner": None, "sparsity": 0.0,
                          "seed": None, "eval": cell[0]})
+            moved = transfer and stored(_evaluate, store, model, model_id, None, transfer,
+                                        "dense (transfer)")
+            if moved:
+                rows[-1]["transfer"] = moved[0]
         else:
             missing.append(("dense", None))
     additivity: list[dict] = []
@@ -185,18 +193,25 @@ def run_pruning(config: ExperimentConfig, out: str | Path, progress: bool = True
             twin = made.get(same) if same else None
             if twin and then:
                 twin_additivity = twin.get("additivity")
-            eval_key = alloc_key and stored(_prune_and_evaluate, store, config, model,
-                                            model_id, alloc_key, pruner, calibration, seed,
-                                            evaluation, label, then, twin and twin["eval"])
-            if not eval_key:
+            wants_transfer = transfer if transfer and method.name in config.transfer[
+                "methods"] else None
+            keys = alloc_key and stored(_prune_and_evaluate, store, config, model,
+                                        model_id, alloc_key, pruner, calibration, seed,
+                                        evaluation, label, then, twin and twin["eval"],
+                                        wants_transfer, twin and twin.get("transfer"))
+            if not keys:
                 missing.append((f"{row_name} {pruner.name} {sparsity} s{seed}", seed))
                 continue
+            eval_key, transfer_key = keys
             made.setdefault(same, {"eval": eval_key})
+            if transfer_key:
+                made[same].setdefault("transfer", transfer_key)
             if then:
                 first = made[same]
             rows.append({"method": method.name, "slice": slice_index, "pruner": pruner.name,
                          "sparsity": sparsity, "seed": seed, "allocation": alloc_key,
-                         "eval": eval_key})
+                         "eval": eval_key, **({"transfer": transfer_key} if transfer_key
+                                              else {})})
         if check:  # stored, or (its pruned model evaluated before) pruned again to measure
             key = additivity_key[0] if additivity_key else stored(
                 _additivity, store, config, model, alloc_key, sensitivity_key, calibration,
@@ -261,6 +276,15 @@ def _whole_seeds(rows: list[dict], missing: list[tuple[str, int | None]],
                   "not_run": [label for label, seed in missing if seed is None or seed in shown]}
 
 
+def transfer_settings(config: ExperimentConfig, evaluation: dict) -> dict | None:
+    """The evaluation settings of the config's second text (`transfer`), or None: perplexity
+    only, with the main evaluation's other settings."""
+    if not config.transfer:
+        return None
+    return {**evaluation, "tasks": [], "ppl": list(config.transfer["ppl"]),
+            "ppl_seqlen": config.transfer.get("ppl_seqlen", evaluation["ppl_seqlen"])}
+
+
 def run_settings(config: ExperimentConfig) -> tuple[dict, dict, dict]:
     """(calibration, evaluation, scoring) settings: the config's over the defaults."""
     calibration = {**DEFAULT_CALIBRATION, **config.calibration}
@@ -286,6 +310,8 @@ def _refuse_overlaps(config: ExperimentConfig, calibration: dict, evaluation: di
                              rows=evaluation.get("slice"))
     held = [content_set(str(spec), "evaluation") for spec in specs]
     held += [content_set(source, "perplexity") for source in evaluation["ppl"]]
+    held += [content_set(source, "perplexity") for source in
+             (config.transfer or {}).get("ppl", [])]
     check_disjoint(held, [*scoring, calibration_set])
     if config.sensitivity:  # its held text overlaps nothing: calibration, scoring, evaluation
         from ..sensitivity.run import HELD_ROLE
@@ -520,12 +546,16 @@ def _allocation_stage(method) -> str:
 
 
 def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calibration, seed,
-                        evaluation, label, then=None, twin: str | None = None):
-    """The eval key of the allocation pruned by `pruner`; then(model folder), when given, is
-    called with the pruned model before its weights are deleted (not when its evaluation was
-    stored before: the weights are gone). twin: the eval key of the same pruned model made for
-    another allocation of the grid (_same_model), whose evaluation this one takes instead of
-    pruning and evaluating again (recorded as same_model_as; `then` is not called)."""
+                        evaluation, label, then=None, twin: str | None = None,
+                        transfer: dict | None = None, twin_transfer: str | None = None
+                        ) -> tuple[str, str | None]:
+    """(the eval key of the allocation pruned by `pruner`, the key of its evaluation on the
+    `transfer` settings or None); then(model folder), when given, is called with the pruned
+    model before its weights are deleted (when its main evaluation is computed now). twin /
+    twin_transfer: the eval keys of the same pruned model made for another allocation of the
+    grid (_same_model), whose evaluations this one takes instead of pruning and evaluating
+    again (recorded as same_model_as; `then` is not called). A pruned model whose weights were
+    deleted is pruned again only for an evaluation it lacks (a transfer text added later)."""
     from ..allocation.api import SparsityAllocation
     from ..data.provenance import check_disjoint, content_set
     from ..evaluation.overlap import allocation_sets
@@ -536,12 +566,14 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
     settings = {"allocation": alloc_key, "pruner": pruner.name, "options": pruner.options,
                 "calibration": calibration, "seed": seed}
     pruned_key = cell_key("pruned", settings)
-    eval_settings = {"model": pruned_key, **evaluation}
-    eval_cell = store.load("eval", cell_key("eval", eval_settings))
-    if eval_cell is not None:
+    wanted = [evaluation] + ([transfer] if transfer else [])
+    keys = [cell_key("eval", {"model": pruned_key, **e}) for e in wanted]
+    cells = [store.load("eval", k) for k in keys]
+    if all(c is not None for c in cells):
         store.visited("pruned")
-        store.visited("eval", eval_cell)
-        return cell_key("eval", eval_settings)
+        for c in cells:
+            store.visited("eval", c)
+        return keys[0], keys[1] if transfer else None
 
     def compute(folder):
         alloc_path = store.folder("allocation", alloc_key) / "alloc.json"
@@ -563,21 +595,31 @@ def _prune_and_evaluate(store, config, model, model_id, alloc_key, pruner, calib
             "provenance": [c.to_dict() for c in recorded]})
         return {"achieved": report.achieved, "seconds": report.seconds}
 
-    if store.stored_only:  # the evaluation is missing: it would be computed
-        raise CellMissing("eval", label)
-    twin_cell = store.load("eval", twin) if twin else None
-    if twin_cell is not None:
-        return _same_evaluation(store, settings, eval_settings, twin, twin_cell, label)
-    pruned = store.folder("pruned", pruned_key)
-    if not (pruned / "model" / "config.json").exists():  # evaluated before, weights deleted
-        shutil.rmtree(pruned, ignore_errors=True)
-    store.run("pruned", settings, compute, label=label)
-    key, _ = _evaluate(store, str(pruned / "model"), pruned_key, pruned_key, evaluation, label)
-    if then is not None:
-        then(pruned / "model")
-    if not config.keep_models:
-        shutil.rmtree(pruned / "model", ignore_errors=True)
-    return key
+    if store.stored_only:  # an evaluation is missing: it would be computed
+        if cells[0] is None:
+            raise CellMissing("eval", label)
+        store.visited("eval", cells[0])
+        return keys[0], None
+    for i, twin_key in enumerate([twin, twin_transfer][:len(wanted)]):
+        twin_cell = store.load("eval", twin_key) if twin_key and cells[i] is None else None
+        if twin_cell is not None:
+            _same_evaluation(store, settings, {"model": pruned_key, **wanted[i]}, twin_key,
+                             twin_cell, label)
+            cells[i] = twin_cell
+    missing = [i for i, c in enumerate(cells) if c is None]
+    if missing:
+        pruned = store.folder("pruned", pruned_key)
+        if not (pruned / "model" / "config.json").exists():  # evaluated before, weights gone
+            shutil.rmtree(pruned, ignore_errors=True)
+        store.run("pruned", settings, compute, label=label)
+        for i in missing:
+            _evaluate(store, str(pruned / "model"), pruned_key, pruned_key, wanted[i],
+                      label + (" (transfer)" if i else ""))
+        if then is not None and 0 in missing:
+            then(pruned / "model")
+        if not config.keep_models:
+            shutil.rmtree(pruned / "model", ignore_errors=True)
+    return keys[0], keys[1] if transfer else None
 
 
 def _same_evaluation(store, settings: dict, eval_settings: dict, twin: str, twin_cell: dict,

@@ -12,7 +12,7 @@ item; each scoring slice of a LayerIF method its own row), with
   with several seeds, also the paired t-test over the seeds' log-perplexities;
 - with several seeds, each seed's value beside the mean.
 The best value is bold only when its interval excludes the runner-up. A table of the settings
-searched on calibration data follows (search_report: ATP's beta, LayerIF's --tune epsilon, each
+searched on calibration data follows (settings_report: ATP's beta, LayerIF's --tune epsilon, each
 grid point's held perplexity, per seed).
 Both kinds end with the machines that computed the cells (a warning when more than one) and
 the time per stage: the seconds each cell recorded, summed by kind.
@@ -36,8 +36,9 @@ from .cells import cell_damage, stored_machines
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
 from .reference_report import against_reference_section
-from .search_report import searches_section
+from .search_report import search_figures, search_section, transfer_records
 from .sensitivity_report import sensitivity_section
+from .settings_report import searches_section
 from .tables import Cell, table
 
 
@@ -67,6 +68,7 @@ def damaged_cells(out: str | Path, manifest: dict) -> dict[str, str]:
     named += [("additivity", c["key"]) for c in manifest.get("additivity") or []]
     for row in manifest["rows"]:
         named += [(kind, row[kind]) for kind in ("eval", "allocation") if row.get(kind)]
+        named += [("eval", row["transfer"])] if row.get("transfer") else []
     damaged = {}
     for kind, key in dict.fromkeys(named):
         why = cell_damage(Path(out) / "cells" / kind / key)
@@ -103,6 +105,9 @@ def collect(out: str | Path) -> tuple[dict, list[dict]]:
                               if intact("additivity", c["key"])]
     manifest["rows"] = [r for r in manifest["rows"]
                         if intact("eval", r["eval"]) and intact("allocation", r.get("allocation"))]
+    for r in manifest["rows"]:  # a damaged second-text evaluation leaves its row in the others
+        if r.get("transfer") and not intact("eval", r["transfer"]):
+            del r["transfer"]
     records = []
     for row in manifest["rows"]:
         try:
@@ -227,6 +232,14 @@ def write_report(out: str | Path) -> list[Path]:
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     for (pruner, sparsity), cells in ordered:
         parts += [table(cells, f"{pruner}, {sparsity:.0%} sparsity"), ""]
+    moved = group(transfer_records(out, records), n_slices)  # the second text's rows
+    if moved:
+        moved_dense = moved.pop((None, 0.0), None)
+        if moved_dense:
+            parts += [table(moved_dense, "second text: dense (unpruned)"), ""]
+        for (pruner, sparsity), cells in sorted(moved.items(), key=lambda kv: kv[0]):
+            parts += [table(cells, f"second text: {pruner}, {sparsity:.0%} sparsity (the rows "
+                                   "the config's transfer names)"), ""]
     against = against_reference_section(out, records, lambda row: _label(row, n_slices),
                                         dict(ordered))
     if against:
@@ -234,6 +247,9 @@ def write_report(out: str | Path) -> list[Path]:
     searches = searches_section(out, manifest["rows"], lambda row: _label(row, n_slices))
     if searches:
         parts += [searches, ""]
+    whole = search_section(out, manifest["rows"], lambda row: _label(row, n_slices))
+    if whole:
+        parts += [whole, ""]
     section, sensitivity_figures = sensitivity_section(out, manifest)
     if section:
         parts += [section, ""]
@@ -245,6 +261,8 @@ def write_report(out: str | Path) -> list[Path]:
     write_text(paths[0], results_csv(records, n_slices))
     write_text(paths[1], markdown)
     figures = _figures(out, manifest, records, dict(ordered), n_slices) + sensitivity_figures
+    figures += search_figures(out, manifest["rows"], lambda row: _label(row, n_slices),
+                              out / "plots")
     html = render_html(manifest["name"], markdown, figures)
     write_text(out / "report.html", html)
     return [*paths, *(p for _, p in figures), out / "report.html"]

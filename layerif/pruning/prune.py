@@ -111,11 +111,16 @@ def prune_model(
     device: str | None = None,
     progress: bool = True,
     patterns: Sequence[str] = (),
+    steps=None,
 ) -> PruningReport:
     """Prune every block's matrices to that block's ratio, in place. samples: calibration token
     tensors (needed by wanda and sparsegpt). patterns: per block "unstructured" (the ratio),
     "dense" (left alone) or "N:M" (N zeros in every M consecutive inputs of a row); empty for
-    unstructured everywhere. pruner: a name in PRUNERS (default arguments) or a Pruner."""
+    unstructured everywhere. pruner: a name in PRUNERS (default arguments) or a Pruner.
+    steps(name, compute): a resumable step cache (influence/checkpoint.StepCache): each
+    block's pruned weights are one step, so a killed prune resumes at its next block (the
+    calibration activations of the blocks before it recomputed through their kept weights,
+    bit for bit)."""
     pruner = make_pruner(pruner)
     blocks = discover_blocks(model)
     if len(ratios) != len(blocks) or (patterns and len(patterns) != len(blocks)):
@@ -130,11 +135,26 @@ def prune_model(
             W = oriented_weight(m)
             W.copy_(prune_matrix(W, ratios[i], pruner, stats, m.name, structures[i]))
 
+    def kept(i: int, matrices, prune_now) -> None:
+        """Block i pruned by prune_now(), or its weights as a killed run kept them."""
+        if steps is None:
+            prune_now()
+            return
+
+        def compute() -> dict:
+            prune_now()
+            return {m.name: oriented_weight(m).detach().clone() for m in matrices}
+
+        stored = steps(f"block-{i}", compute)
+        for m in matrices:
+            oriented_weight(m).copy_(stored[m.name])
+
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     if not pruner.needs_calibration:
-        for block in tqdm(blocks, desc=pruner.name, disable=not progress, leave=False):
-            prune_block(block.index, block.matrices, None)
+        for i, block in enumerate(tqdm(blocks, desc=pruner.name, disable=not progress,
+                                       leave=False)):
+            kept(i, block.matrices, lambda i=i, block=block: prune_block(i, block.matrices, None))
         seconds["prune"] = time.perf_counter() - start
     else:
         if not samples:
@@ -145,9 +165,12 @@ def prune_model(
 
         def on_block(i, spec, _module, forward_all):
             if structures[i] != "dense":
-                stats = InputStatistics.collect(spec.matrices, forward_all,
-                                                pruner.statistics == "hessian")
-                prune_block(i, spec.matrices, stats)
+                def prune_now():
+                    stats = InputStatistics.collect(spec.matrices, forward_all,
+                                                    pruner.statistics == "hessian")
+                    prune_block(i, spec.matrices, stats)
+
+                kept(i, spec.matrices, prune_now)
             bar.update()
 
         run_blocks(model, captured, on_block, device=device)

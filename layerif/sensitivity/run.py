@@ -106,11 +106,12 @@ class SensitivityRun:
         from ..data.calibration import calibration_samples
         from ..fingerprint import check_same_model, model_fingerprint
         from ..influence.checkpoint import StepCache
-        from ..io import check_writable
+        from ..io import check_output_folder, check_writable
         from ..models import discover_blocks, load_model
-        from .files import save
+        from .files import FILE, PLOT, save
 
         check_writable(out)
+        check_output_folder(out, owned_files={FILE, PLOT})
         sets = self.check_inputs()
         model, tokenizer = load_model(self.model, device=self._device(), dtype=self.dtype)
         fingerprint = model_fingerprint(model, self.model)
