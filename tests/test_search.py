@@ -271,6 +271,14 @@ def test_a_killed_search_resumes_to_the_same_trajectory(tokenizer, texts, tmp_pa
     # the model was given back dense
     again = _search(model, tokenizer, calibration, tmp_path / "whole", **options)
     assert again.ratios == whole.ratios
+    # a larger budget goes on from the checkpoint, exactly as a longer run from scratch
+    longer = _search(model, tokenizer, calibration, tmp_path / "whole",
+                     **{**options, "generations": 7})
+    fresh = _search(model, tokenizer, calibration, tmp_path / "fresh",
+                    **{**options, "generations": 7})
+    assert strip(longer.parameters["trajectory"]) == strip(fresh.parameters["trajectory"])
+    assert strip(longer.parameters["trajectory"])[:6] == strip(whole.parameters["trajectory"])
+    assert longer.ratios == fresh.ratios and len(fresh.parameters["trajectory"]) == 8
 
 
 @pytest.mark.parametrize("options, message", [

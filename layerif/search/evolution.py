@@ -53,6 +53,9 @@ class SearchState:
     rng: dict
     trajectory: list[dict] = field(default_factory=list)
     best: dict | None = None  # {"generation", "levels", "validation"}
+    # the last parent's check when the budget ended between checks: it may be the answer, but
+    # a search resumed with a larger budget forgets it, so it goes on as a longer run would
+    last_check: dict | None = None
     checks_since_best: int = 0
     seconds: float = 0.0
     tokens: int = 0
@@ -150,10 +153,18 @@ def evolve(fitness: WholeModelFitness, ladder: Ladder, start: tuple[int, ...],
     last = state.trajectory[-1]
     if validate is not None and last.get("validation") is None and not (
             state.best and tuple(state.best["levels"]) == parent):
-        _validate(state, validate, parent, state.generation, settings, final=True)
+        state.last_check = {"generation": state.generation, "levels": list(parent),
+                            "validation": float(validate(parent))}
     if checkpoint is not None:
         _save(checkpoint, state, start, settings)
     return state
+
+
+def answer(state: SearchState) -> dict | None:
+    """The validated parent the search answers with ({"generation", "levels",
+    "validation"}), or None without validation (the answer is then the last parent)."""
+    checks = [c for c in (state.best, state.last_check) if c is not None]
+    return min(checks, key=lambda c: (c["validation"], c["generation"])) if checks else None
 
 
 def _entry(generation: int, parent, parent_fitness: Sequence[float], stages: list[dict],
@@ -165,7 +176,7 @@ def _entry(generation: int, parent, parent_fitness: Sequence[float], stages: lis
 
 
 def _validate(state: SearchState, validate, parent, generation: int,
-              settings: EvolutionSettings, final: bool = False) -> None:
+              settings: EvolutionSettings) -> None:
     """Measure the parent on the validation text; keep it when it is the best so far; stop
     after `patience` checks without improvement."""
     if validate is None:
@@ -175,7 +186,7 @@ def _validate(state: SearchState, validate, parent, generation: int,
     if state.best is None or value < state.best["validation"]:
         state.best = {"generation": generation, "levels": list(parent), "validation": value}
         state.checks_since_best = 0
-    elif not final:
+    else:
         state.checks_since_best += 1
         if settings.patience and state.checks_since_best >= settings.patience:
             state.stopped = f"validation did not improve in {settings.patience} checks"
@@ -204,7 +215,7 @@ def _resume(path: Path | None, start, settings: EvolutionSettings) -> SearchStat
         state = SearchState(**saved["state"])
     except (OSError, ValueError, KeyError, TypeError):
         return fresh
-    state.stopped = ""  # a finished search given a larger budget goes on
+    state.stopped, state.last_check = "", None  # a finished search given more goes on
     return state
 
 

@@ -29,7 +29,7 @@ from ..cache import cache_root
 from ..memory import GIB, MemoryPlan, Shapes, available_bytes, gib
 from ..pruning.pruners import Pruner
 from .database import LevelDatabase, database_key, stored_bytes
-from .evolution import EvolutionSettings, SearchState, evolve, last_tenth_improvement
+from .evolution import EvolutionSettings, SearchState, answer, evolve, last_tenth_improvement
 from .fitness import HeldText, WholeModelFitness, full_forward_fitness, held_text
 from .ladder import Ladder
 
@@ -170,18 +170,19 @@ def search_allocation(model: nn.Module, tokenizer, fingerprint: dict, pruner: Pr
         checkpoint = root / "runs" / run_key / "state.json"
         state = evolve(fitness, ladder, start, job.evolution, job.seqlen,
                        validate if validation else None, bias, checkpoint, progress)
-        final = tuple(state.best["levels"]) if state.best else tuple(state.parent)
+        picked = answer(state)
+        final = tuple(picked["levels"]) if picked else tuple(state.parent)
         final_values = fitness.adopt(final)
         start_values = tried[chosen]["window_fitness"]
     finally:
         database.restore()
-    record = _record(ladder, job, text, validation, tried, chosen, state, final, final_values,
-                     start_values, key, folder, db_seconds, db_bytes, pruner, bias,
-                     time.perf_counter() - began)
+    record = _record(ladder, job, text, validation, tried, chosen, state, picked, final,
+                     final_values, start_values, key, folder, db_seconds, db_bytes, pruner,
+                     bias, time.perf_counter() - began)
     return ladder.ratios(final), record
 
 
-def _record(ladder, job, text, validation, tried, chosen, state: SearchState, final,
+def _record(ladder, job, text, validation, tried, chosen, state: SearchState, picked, final,
             final_values, start_values, key, folder, db_seconds, db_bytes, pruner, bias,
             seconds) -> dict:
     gain = np.asarray(start_values) - np.asarray(final_values)
@@ -200,8 +201,8 @@ def _record(ladder, job, text, validation, tried, chosen, state: SearchState, fi
                   "window_fitness": [float(v) for v in final_values],
                   "start_fitness": float(np.mean(start_values)),
                   "gain": float(gain.mean()), "gain_interval": _bootstrap(gain),
-                  "generation": state.best["generation"] if state.best else state.generation,
-                  "validation": state.best["validation"] if state.best else None},
+                  "generation": picked["generation"] if picked else state.generation,
+                  "validation": picked["validation"] if picked else None},
         "convergence": {"generations": state.generation, "stopped": state.stopped,
                         "last_tenth_improvement": improvement,
                         # converged: the last tenth moved the fitness less than half the
