@@ -22,6 +22,18 @@ import numpy as np
 from .errors import OutputError
 
 
+@contextlib.contextmanager
+def pushed_folder(stack: list[Path], folder: str | os.PathLike) -> Iterator[Path]:
+    """Inside, `folder` is the last (innermost) entry of `stack`: where a module's work keeps
+    its files while a caller says so (`setting_search.kept_trials`, `search.search_workspace`)."""
+    folder = Path(folder)
+    stack.append(folder)
+    try:
+        yield folder
+    finally:
+        stack.remove(folder)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     data = json.dumps(obj, indent=2, allow_nan=False) + "\n"

@@ -288,6 +288,7 @@ def test_a_killed_search_resumes_to_the_same_trajectory(tokenizer, texts, tmp_pa
     ({"tokens": "64,100000"}, "--search-tokens"),
     ({"survivors": "2,2"}, "end in 1"),
     ({"text": "CALIBRATION"}, "shares content"),
+    ({"windows": 400, "tokens": "64,128"}, "fewer than the 400 --search-windows"),
 ])
 def test_bad_arguments_are_refused_before_any_database_is_built(options, message, tokenizer,
                                                                texts, tmp_path, monkeypatch):

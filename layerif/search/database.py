@@ -148,20 +148,28 @@ class LevelDatabase:
         return [self.model.get_submodule(b.path) for b in self.blocks]
 
     def preload(self) -> None:
-        """Read every block file into memory (when the plan says it fits)."""
+        """Read every block file into memory (when the plan says it fits); otherwise each
+        level is read from its memory-mapped file when applied (the page cache keeps what is
+        used often)."""
+        from safetensors.torch import load_file
+
         for b in range(len(self.blocks)):
-            self._block(b)
-
-    def _block(self, b: int) -> dict[str, torch.Tensor]:
-        if b not in self._loaded:
-            from safetensors.torch import load_file
-
             self._loaded[b] = load_file(str(self._path(b)))
-        return self._loaded[b]
+
+    def _tensors(self, b: int, k: int) -> dict[str, torch.Tensor]:
+        """The stored tensors of block b's level k."""
+        if b in self._loaded:
+            return {name: t for name, t in self._loaded[b].items()
+                    if name.startswith(f"{k}.")}
+        from safetensors import safe_open
+
+        with safe_open(str(self._path(b)), framework="pt") as f:
+            names = [n for n in f.keys() if n.startswith(f"{k}.")]  # noqa: SIM118
+            return {name: f.get_tensor(name) for name in names}
 
     def level(self, b: int, k: int) -> list[torch.Tensor]:
         """Block b's matrices at level k, (d_out, d_in) each, in the model's dtype."""
-        stored = self._block(b)
+        stored = self._tensors(b, k)
         out = []
         for j, W in enumerate(self.dense[b]):
             keep = torch.from_numpy(np.unpackbits(stored[f"{k}.{j}.keep"].numpy(),

@@ -53,17 +53,28 @@ def split_sources(spec: str) -> list[str]:
     return [s.strip() for s in spec.split("+") if s.strip()]
 
 
-def held_text(tokenizer, spec: str, n: int, seqlen: int) -> HeldText:
+def held_text(tokenizer, spec: str, n: int, seqlen: int, flag: str = "--search-windows"
+              ) -> HeldText:
     """`n` windows of `seqlen` tokens mixed evenly from the '+'-joined sources of `spec` (the
-    first windows of each source's text, as `layerif sensitivity` reads its held text)."""
-    from ..sensitivity.run import held_windows
+    first windows of each source's text, as `layerif sensitivity` reads its held text); a
+    source too short is refused naming `flag`."""
+    from ..data.calibration import perplexity_text
+    from ..errors import DataError
 
     sources = split_sources(spec)
     counts = [n // len(sources) + (i < n % len(sources)) for i in range(len(sources))]
     windows = []
     for source, count in zip(sources, counts, strict=True):
-        if count:
-            windows += held_windows(tokenizer, source, count, seqlen)
+        if not count:
+            continue
+        text, _ = perplexity_text(source)
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) < count * seqlen:
+            raise DataError(f"{source}: {len(ids)} tokens hold {len(ids) // seqlen} windows "
+                            f"of {seqlen}, fewer than the {count} {flag} {n} asks of it; give "
+                            "more text, fewer or shorter windows.")
+        flat = torch.tensor(ids[: count * seqlen])
+        windows += [flat[i * seqlen:(i + 1) * seqlen].clone() for i in range(count)]
     return HeldText(sources, counts, windows)
 
 

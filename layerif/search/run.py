@@ -26,6 +26,7 @@ from torch import nn
 
 from ..allocation.experts import AllocationError
 from ..cache import cache_root
+from ..io import pushed_folder
 from ..memory import GIB, MemoryPlan, Shapes, available_bytes, gib
 from ..pruning.pruners import Pruner
 from .database import LevelDatabase, database_key, stored_bytes
@@ -42,12 +43,8 @@ _WORKSPACES: list[Path] = []
 @contextlib.contextmanager
 def search_workspace(folder: str | Path) -> Iterator[Path]:
     """Inside, searches keep their databases and checkpoints in `folder` (innermost last)."""
-    folder = Path(folder)
-    _WORKSPACES.append(folder)
-    try:
-        yield folder
-    finally:
-        _WORKSPACES.remove(folder)
+    with pushed_folder(_WORKSPACES, folder) as kept:
+        yield kept
 
 
 def workspace(given: str | None = None) -> Path:
@@ -123,12 +120,18 @@ def search_allocation(model: nn.Module, tokenizer, fingerprint: dict, pruner: Pr
     the_plan, db_bytes = plan(model, ladder, job, pruner.statistics == "hessian")
     the_plan.refuse()
     folder = root / "databases" / key
-    free = shutil.disk_usage(root if root.exists() else cache_root().parent).free \
-        if (root.exists() or cache_root().parent.exists()) else None
-    if free is not None and not (folder / "database.json").exists() and db_bytes > free:
+    existing = next(p for p in (root, *root.resolve().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if not (folder / "database.json").exists() and db_bytes > free:
         raise AllocationError(f"the level database needs {gib(db_bytes)} on disk but "
                               f"{gib(free)} is free under {root}; free some, use a coarser "
                               "--search-step or a narrower ladder.")
+    # the held texts before the database: a text too short is refused before hours of work
+    text = held_text(tokenizer, job.text, job.windows, job.seqlen)
+    validation: HeldText | None = None
+    if job.validation:
+        validation = held_text(tokenizer, job.validation, job.validation_windows, job.seqlen,
+                               "--search-validation-windows")
     if progress:
         print(the_plan.format())
     database = LevelDatabase(model, ladder, folder)
@@ -138,12 +141,7 @@ def search_allocation(model: nn.Module, tokenizer, fingerprint: dict, pruner: Pr
     if "read into memory" in the_plan.notes[-1]:
         database.preload()
     try:
-        text = held_text(tokenizer, job.text, job.windows, job.seqlen)
         fitness = WholeModelFitness(model, database, text, job.kind)
-        validation: HeldText | None = None
-        if job.validation:
-            validation = held_text(tokenizer, job.validation, job.validation_windows,
-                                   job.seqlen)
 
         def validate(levels) -> float:
             fitness.set_levels(levels)

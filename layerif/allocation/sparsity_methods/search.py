@@ -312,21 +312,17 @@ class Search(SparsityMethod):
 
     def _start_ratios(self, start, sparsity: float, inputs: SparsityInputs) -> np.ndarray:
         if isinstance(start, Path):
-            from ..api import SparsityAllocation
-
-            alloc = SparsityAllocation.load(start)
-            if len(alloc.ratios) != len(inputs.params):
-                raise AllocationError(f"{start} has {len(alloc.ratios)} ratios but the model has "
-                                      f"{len(inputs.params)} blocks; allocate for this model.")
-            if inputs.fingerprint and alloc.model_fingerprint:
+            ratios, fingerprint = _read_start(start, len(inputs.params))
+            if inputs.fingerprint and fingerprint:
                 from ...fingerprint import check_same_model
 
-                check_same_model(alloc.model_fingerprint, inputs.fingerprint, str(start))
+                check_same_model(fingerprint, inputs.fingerprint, str(start))
             P = np.asarray(inputs.params, dtype=np.float64)
-            if abs(float(np.dot(alloc.ratios, P) / P.sum()) - sparsity) > 1e-6:
-                raise AllocationError(f"{start} allocates {alloc.global_sparsity:.6f}, not the "
-                                      f"target {sparsity}; start from an allocation at it.")
-            return np.asarray(alloc.ratios, dtype=np.float64)
+            achieved = float(np.dot(ratios, P) / P.sum())
+            if abs(achieved - sparsity) > 1e-6:
+                raise AllocationError(f"{start} allocates {achieved:.6f}, not the target "
+                                      f"{sparsity}; start from an allocation at it.")
+            return ratios
         ratios, _ = start.ratios(sparsity, inputs)
         return np.asarray(ratios, dtype=np.float64)
 
@@ -354,6 +350,22 @@ class Search(SparsityMethod):
         z = (damage - damage.mean()) / (damage.std() or 1.0)
         weights = np.exp(self.args.bias_strength * z)
         return weights / weights.sum(), (1 / weights) / (1 / weights).sum()
+
+
+def _read_start(path: Path, n_blocks: int) -> tuple[np.ndarray, dict]:
+    """(ratios, model fingerprint) of an alloc.json start (read here, not through
+    allocation.api, which imports this registry), refused when it is not one for this model."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        ratios = np.asarray(data["ratios"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AllocationError(f"{path}: not a sparsity allocation ({exc}).") from None
+    if ratios.shape != (n_blocks,) or not ((ratios >= 0) & (ratios < 1)).all():
+        raise AllocationError(f"{path} has {ratios.size} ratios for a model of {n_blocks} "
+                              "blocks (each in [0, 1)); allocate for this model.")
+    return ratios, data.get("model_fingerprint") or {}
 
 
 def search_text_sets(args: SearchArguments | dict) -> list:

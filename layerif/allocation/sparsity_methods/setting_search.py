@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 from tqdm.auto import tqdm
 
-from ...io import write_text
+from ...io import pushed_folder, write_text
 from ..experts import AllocationError
 from .base import SparsityInputs
 
@@ -75,12 +75,8 @@ def kept_trials(folder: str | Path) -> Iterator[Path]:
     looked up there, so a search killed after its fifth trial (an ATP search on a 0.5B model
     runs ~30 min on 2 cores) resumes at its sixth, in another process. The experiment runner
     keeps its grid's trials in its cells folder."""
-    folder = Path(folder)
-    _KEPT.append(folder)
-    try:
-        yield folder
-    finally:
-        _KEPT.remove(folder)
+    with pushed_folder(_KEPT, folder) as kept:
+        yield kept
 
 
 def _kept(key: str) -> float | None:
