@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cells}: no search allocation of seed {args.seed} yet; run the grid first "
               f"(bash experiments/run-required.sh {args.grid}).", file=sys.stderr)
         return 2
-    sensitivity = next((cells / "sensitivity").iterdir()) / "sensitivity"
+    sensitivity = next(d for d in sorted((cells / "sensitivity").iterdir())
+                       if (d / "cell.json").exists()) / "sensitivity"
     model, tokenizer = load_model(config.model, device="cpu")
     samples = calibration_samples(tokenizer, calibration["source"], calibration["nsamples"],
                                   calibration["seqlen"], args.seed)

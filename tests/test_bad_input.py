@@ -355,12 +355,12 @@ def test_sensitivity_refuses_an_output_it_cannot_replace_before_any_trial(
         existing, tiny_model_dir, files, tmp_path, capsys, monkeypatch):
     """An --out that is a file, or a folder of someone else's files, is refused at once: no
     block measured, no .OUT.resume left, nothing glued to the message."""
-    from layerif.sensitivity import measure
+    from layerif.sensitivity import run as sensitivity_run  # (imported before it is patched)
 
     def no_trials(*_a, **_k):
         raise AssertionError("measured before refusing the output")
 
-    monkeypatch.setattr(measure, "measure_sensitivity", no_trials)
+    monkeypatch.setattr(sensitivity_run, "measure_sensitivity", no_trials)
     out = tmp_path / "sens"
     if existing == "file":
         out.write_text("my notes\n")

@@ -464,3 +464,20 @@ def test_a_second_text_added_later_evaluates_only_the_rows_it_names_and_the_repo
 
     with pytest.raises(ConfigError, match="transfer.methods: nope"):
         load_config(config)
+
+
+def test_a_search_from_a_file_inherits_what_shaped_that_start(tokenizer, texts, tmp_path):
+    """A start allocation's recorded content sets (its scores' rows, say) travel on to the
+    search's allocation, so a later evaluation on them is refused there too."""
+    calibration, fitness_text, _ = texts
+    model = build_tiny_model("llama", len(tokenizer), layers=2).eval()
+    P = [sum(m.numel for m in b.matrices) for b in discover_blocks(model)]
+    marked = content_set(_text_file(tmp_path, "scored.jsonl", ["A scored example row."]),
+                         "scoring train").to_dict()
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps({"method": "atp", "layers": [0, 1], "ratios": [0.4, 0.6],
+                                 "params_per_layer": P, "provenance": [marked]}))
+    alloc = _search(model, tokenizer, calibration, tmp_path, text=fitness_text,
+                    validation="none", generations=1, start=str(start))
+    assert marked in alloc.provenance
+    assert alloc.parameters["start"] == str(start)

@@ -293,7 +293,12 @@ class Search(SparsityMethod):
         ratios, record = search_allocation(inputs.model, inputs.tokenizer, fingerprint, pruner,
                                            calibration, starts, job, inputs.params, bias)
         record["arguments"] = {f.name: getattr(a, f.name) for f in fields(a)}
-        record["provenance"] = [s.to_dict() for s in sets]
+        # what shaped the starts shapes the answer: a later evaluation refuses it too
+        # (the scores' own sets, where a start or the bias read them, allocate_sparsity adds)
+        inherited = [d for _, start in self._start_methods() if isinstance(start, Path)
+                     for d in _start_provenance(start)]
+        own = [s.to_dict() for s in sets]
+        record["provenance"] = own + [d for d in inherited if d not in own]
         return ratios, record
 
     def _check_texts(self, inputs: SparsityInputs) -> list:
@@ -366,6 +371,13 @@ def _read_start(path: Path, n_blocks: int) -> tuple[np.ndarray, dict]:
         raise AllocationError(f"{path} has {ratios.size} ratios for a model of {n_blocks} "
                               "blocks (each in [0, 1)); allocate for this model.")
     return ratios, data.get("model_fingerprint") or {}
+
+
+def _start_provenance(path: Path) -> list[dict]:
+    """The content sets an alloc.json start records (what shaped it shapes the search too)."""
+    import json
+
+    return list(json.loads(path.read_text()).get("provenance") or [])
 
 
 def search_text_sets(args: SearchArguments | dict) -> list:
