@@ -182,3 +182,72 @@ def test_length_grouped_training_is_seeded_and_learns(tokenizer, tmp_path):
     assert sa["history"][-1]["loss"] < sa["history"][0]["loss"]
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_one_expert_per_layer_trains_exactly_like_peft_lora(tokenizer, dropout, tmp_path):
+    """Issue 46: a LoRA-MoE with one expert per layer (top-1, no router) is plain LoRA. Given
+    peft's initial adapters, the two give the same outputs, the same gradients after a step and
+    the same loss curve over two epochs of the shared loop (same data order, same dropout
+    draws), to float tolerance; and `matched_rank` of a one-expert mixture is its rank."""
+    from peft import LoraConfig, get_peft_model
+
+    from layerif.data import Example
+    from layerif.moe import matched_rank, plain_lora_config
+    from layerif.training import FinetuneArguments, train_adapters
+
+    config = MoEConfig(experts=[1, 1], rank=4, alpha=8, dropout=dropout, top_k=1)
+    skeleton = build_tiny_model("llama", len(tokenizer), layers=2)
+    assert matched_rank(skeleton, config)[0] == 4
+    lora = plain_lora_config(skeleton, 4, scaling=config.alpha / config.rank, dropout=dropout,
+                             targets=config.targets)
+    torch.manual_seed(0)
+    plain = get_peft_model(build_tiny_model("llama", len(tokenizer), layers=2), LoraConfig(**lora))
+    moe = build_tiny_model("llama", len(tokenizer), layers=2)
+    apply_lora_moe(moe, config)
+    peft_layers = {n.removeprefix("base_model.model."): m for n, m in plain.named_modules()
+                   if hasattr(m, "lora_A") and "default" in m.lora_A}
+    moe_layers = {n: m for n, m in moe.named_modules() if isinstance(m, LoRAMoELinear)}
+    assert peft_layers.keys() == moe_layers.keys() and len(moe_layers) == 14
+    with torch.no_grad():  # peft's initial A; a random B on both (zero B would hide the A side)
+        for name, layer in moe_layers.items():
+            peft_layer = peft_layers[name]
+            peft_layer.lora_B["default"].weight.normal_(0, 0.5)
+            layer.lora_A.copy_(peft_layer.lora_A["default"].weight[None])
+            layer.lora_B.copy_(peft_layer.lora_B["default"].weight[None])
+    ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
+    for model in (plain, moe):
+        model.train()
+    torch.manual_seed(7)
+    loss_plain = plain(ids, labels=ids).loss
+    torch.manual_seed(7)
+    loss_moe = moe(ids, labels=ids).loss
+    torch.testing.assert_close(loss_moe, loss_plain, rtol=1e-6, atol=1e-6)
+    loss_plain.backward()
+    loss_moe.backward()
+    for name, layer in moe_layers.items():
+        torch.testing.assert_close(layer.lora_A.grad[0],
+                                   peft_layers[name].lora_A["default"].weight.grad,
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.lora_B.grad[0],
+                                   peft_layers[name].lora_B["default"].weight.grad,
+                                   rtol=1e-5, atol=1e-6)
+    for model in (plain, moe):
+        model.zero_grad()
+    # peft passes logits_to_keep on: plain LoRA forms logits at the answer positions only, as the
+    # mixture does (a full (T, vocab) head would make the reference the slower one)
+    from layerif.data.encode import _keeps_positions
+
+    assert _keeps_positions(plain) and _keeps_positions(moe)
+    examples = [Example(str(i), prompt=t[:20], completion=" " + t[20:40])
+                for i, t in enumerate(TEXTS)]
+    args = FinetuneArguments(epochs=2, lr=1e-2, batch_size=3, seed=5)
+    curves = [train_adapters(model, tokenizer, examples, args, tmp_path / str(i), {},
+                             progress=False)[0] for i, model in enumerate((plain, moe))]
+    assert [h["epoch"] for h in curves[0]] == [1, 2]
+    for a, b in zip(*curves, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    for name, layer in moe_layers.items():
+        torch.testing.assert_close(layer.lora_B.detach()[0],
+                                   peft_layers[name].lora_B["default"].weight.detach(),
+                                   rtol=1e-4, atol=1e-5)

@@ -136,9 +136,12 @@ def batch_losses(model, batch: Batch) -> torch.Tensor:
 
 
 def _keeps_positions(model) -> bool:
+    """Whether `model` takes `logits_to_keep`; a peft model passes it on to its base model (its
+    own forward lists only **kwargs)."""
     import inspect
 
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def per_example_loss(

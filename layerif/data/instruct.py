@@ -77,6 +77,12 @@ def instruct_item(task: TaskConfig, row: dict, origin: str) -> InstructItem:
                         tuple(letters), lettered=True)
 
 
+def few_shot_prompt(shots: list[InstructItem], prompt: str) -> str:
+    """`prompt` after the worked examples `shots` (each its prompt and gold response), blank
+    lines between: how a base model that was never tuned on the format is shown it."""
+    return "".join(f"{shot.prompt}{shot.response}\n\n" for shot in shots) + prompt
+
+
 def load_instruct(spec: TaskSpec | str) -> list[InstructItem]:
     """The instruction-format items of a task spec such as `mrpc:validation[0:200]`."""
     task, rows = task_rows(spec)

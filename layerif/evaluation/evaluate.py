@@ -40,7 +40,8 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
                    ppl_seqlen: int | None = None,
                    check_against: list[str] = (), adapter: str | None = None,
                    multiple_choice: bool = True, generate: bool = False,
-                   max_length: int = 256, progress: bool = True) -> dict:
+                   max_length: int = 256, progress: bool = True,
+                   shots: dict[str, str] | None = None) -> dict:
     """Log-likelihood multiple-choice accuracy (lm-eval's own tasks; `multiple_choice`),
     generative accuracy (`generate`: the instruction format, greedy decoding) and perplexity on
     each source of `ppl` (a name, file or task spec, or several; windows of `ppl_seqlen`
@@ -49,7 +50,9 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
     `model_name` (a pruned folder's pruning.json), `adapter` (its training.json) or the scores
     files `check_against`. result["perplexity"] maps each ppl source to its figures.
     max_length: tokens of a generative prompt plus its answer (longer prompts lose tokens on the
-    left, as fine-tuning cuts them; give the fine-tuning's max_length)."""
+    left, as fine-tuning cuts them; give the fine-tuning's max_length). shots: task -> rows
+    shown as worked examples before each generative prompt (refused where they share content
+    with the evaluation rows)."""
     if not (multiple_choice or generate):
         raise ValueError("nothing to evaluate: enable multiple_choice or generate.")
     start = time.perf_counter()
@@ -57,6 +60,9 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
     new = [content_set(str(s), "evaluation") for s in specs]
     new += [content_set(source, "perplexity") for source in ppl_sources]
     check_disjoint(new, recorded_sets(model_name or None, list(check_against), adapter))
+    if shots:
+        check_disjoint([content_set(s, "shots") for s in shots.values()],
+                       [content_set(str(s), "evaluation") for s in specs])
     result = {"layerif_version": __version__, "model": model_name, "adapter": adapter,
               "tasks": {s.task: {} for s in specs}, "mean": {},
               "provenance": [s.to_dict() for s in new]}
@@ -65,7 +71,8 @@ def evaluate_model(model, tokenizer, specs: list[TaskSpec], *, model_name: str =
         parts.append(evaluate_multiple_choice(model, tokenizer, specs, batch_size))
     if generate:
         parts.append(evaluate_generation(model, tokenizer, specs, batch_size=batch_size,
-                                         max_length=max_length, progress=progress))
+                                         max_length=max_length, progress=progress,
+                                         shots=shots))
     for part in parts:
         for task, metrics in part["tasks"].items():
             per_item = result["tasks"][task].get("per_item", {}) | metrics.get("per_item", {})

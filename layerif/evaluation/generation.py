@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import TaskSpec, extract_answer, load_instruct
+from ..data.instruct import few_shot_prompt
 
 MAX_NEW_TOKENS = 10  # "Answer: not_equivalent." and "The answer is B." fit in SmolLM2 tokens
 
@@ -57,14 +58,18 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int
 
 def evaluate_generation(model, tokenizer, specs: list[TaskSpec], *, batch_size: int = 8,
                         max_new_tokens: int = MAX_NEW_TOKENS, max_length: int = 256,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, shots: dict[str, str] | None = None) -> dict:
     """{"tasks": {task: {gen_acc, gen_acc_stderr, gen_unanswered, n, slice, generations,
     per_item: {gen_acc: [0/1 per item in row order]}}}, "mean": {"gen_acc"}}; `generations`
-    lists every item's origin, response and answers."""
+    lists every item's origin, response and answers. shots: task -> the spec of rows whose
+    prompts and gold responses precede every prompt of that task (`few_shot_prompt`; recorded as
+    the task's "shots", their origins)."""
     tasks = {}
     for spec in specs:
         items = load_instruct(spec)
-        responses = generate_greedy(model, tokenizer, [it.prompt for it in items],
+        examples = load_instruct((shots or {})[spec.task]) if spec.task in (shots or {}) else []
+        responses = generate_greedy(model, tokenizer,
+                                    [few_shot_prompt(examples, it.prompt) for it in items],
                                     max_new_tokens=max_new_tokens, max_length=max_length,
                                     batch_size=batch_size, progress=progress)
         predicted = [extract_answer(r, it.lettered) for r, it in zip(responses, items, strict=True)]
@@ -79,6 +84,7 @@ def evaluate_generation(model, tokenizer, specs: list[TaskSpec], *, batch_size: 
             "gen_acc_stderr": math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else 0.0,
             "gen_unanswered": sum(p is None for p in predicted) / n,
             "per_item": {"gen_acc": [int(h) for h in hits]},
+            **({"shots": [shot.origin for shot in examples]} if examples else {}),
             "generations": [{"origin": it.origin, "response": r, "predicted": p,
                              "gold": it.answer} for it, r, p in zip(items, responses, predicted,
                                                                      strict=True)],

@@ -45,6 +45,16 @@ evaluated by generative and log-likelihood accuracy:
     evaluation: {limit: 300, batch_size: 8}   # each task's last `limit` rows (or slice: "a:b");
                                    # max_length: generative prompt cut (default: training's)
     base: true                     # evaluate the model without adapters too
+    base_shots: 3                  # and with 3 worked examples (a task's `shots` rows, else
+                                   # the first 3 of its `val` rows)
+    plain_lora: true               # peft LoRA at the uniform mixture's trainable parameters
+
+A recipe sweep is the same config with `recipes` (each `{label, rows: N, epochs, lr, ...}`, a
+candidate per task: its training keys over `training`, its first N fine-tuning rows) and per
+task `select: SPEC`, validation rows: every adapter is evaluated on those rows only, and
+`experiment report` writes choice.json, the candidate with the best gain over the base model.
+A grid then takes its tasks and training from it (`selection: .../choice.json`) and refuses
+evaluation rows that share content with the rows the choice was made on.
 """
 
 from __future__ import annotations
@@ -117,6 +127,16 @@ class MoEExperimentConfig:
     keep_models: bool = False
     path: str = ""
     kind: str = "lora-moe"
+    base_shots: int = 0  # > 0: the base model also answers with this many worked examples
+    plain_lora: bool = False  # a peft LoRA row at the uniform mixture's parameter count
+    # a recipe sweep: each {label, rows, epochs, lr, ...} a candidate per task, evaluated on the
+    # task's `select` rows (validation rows) only; `experiment report` writes the choice
+    recipes: list[dict] = field(default_factory=list)
+    selection: str = ""  # a sweep's choice.json that set tasks and training
+
+    @property
+    def sweep(self) -> bool:
+        return bool(self.recipes)
 
 
 KINDS = ("pruning", "lora-moe")
@@ -124,9 +144,14 @@ KEYS = {"name", "model", "scoring", "methods", "pruners", "sparsities", "seeds",
         "evaluation", "dense", "keep_models", "kind", "sensitivity", "transfer"}
 TRANSFER_KEYS = {"ppl", "ppl_seqlen", "methods"}
 MOE_KEYS = {"name", "model", "tasks", "scoring", "methods", "total", "training", "lora", "seeds",
-            "evaluation", "base", "keep_models", "kind"}
+            "evaluation", "base", "keep_models", "kind", "base_shots", "plain_lora", "recipes",
+            "selection"}
+MOE_TASK_KEYS = {"task", "train", "val", "select", "shots"}
+RECIPE_KEYS = {"label", "rows", "epochs", "lr", "batch_size", "max_length", "balance",
+               "group_by_length", "format"}
+TRAIN_FORMATS = ("instruct", "both")  # what lora_moe._train_examples makes of each
 TRAINING_KEYS = {"epochs", "lr", "batch_size", "max_length", "balance_coef", "balance",
-                 "group_by_length"}
+                 "group_by_length", "format"}
 LORA_KEYS = {"rank", "alpha", "dropout", "top_k"}
 MOE_EVALUATION_KEYS = {"limit", "slice", "batch_size", "max_length"}
 SCORING_KEYS = {"slices", "max_length", "format", "estimator", "batch_size", "params", "n_train"}
@@ -443,24 +468,40 @@ def _sensitivity(path: str, raw: dict, methods: list[MethodSpec], pruners: list,
 def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
     from ..allocation.expert_methods import EXPERT_METHODS, make_expert_method
     from ..data.instruct import instruct_tasks
-    from ..training import FinetuneArguments
 
     _known(path, "top level", raw, MOE_KEYS)
-    for key in ("name", "model", "tasks", "methods"):
+    for key in ("name", "model", "methods") + (() if raw.get("selection") else ("tasks",)):
         if key not in raw:
             _fail(path, key, "missing.")
     _check_model(path, raw["model"])
     methods = _methods(path, raw["methods"], make_expert_method)
+    recipes = _recipes(path, raw.get("recipes"))
+    selection = str(raw.get("selection") or "")
+    if selection:
+        if recipes:
+            _fail(path, "selection", "a sweep (recipes) makes a choice; it does not take one.")
+        raw = _apply_selection(path, raw, selection)
     tasks = []
     for i, t in enumerate(raw["tasks"] or []):
-        if not isinstance(t, dict) or set(t) != {"task", "train", "val"}:
-            _fail(path, f"tasks[{i}]", "give {task: NAME, train: SPEC, val: SPEC}.")
+        if not isinstance(t, dict) or not {"task", "train", "val"} <= set(t) \
+                or set(t) - MOE_TASK_KEYS:
+            _fail(path, f"tasks[{i}]", "give {task: NAME, train: SPEC, val: SPEC} and optionally "
+                                       "select: SPEC (a sweep's choice rows), shots: SPEC (the "
+                                       "base model's worked examples).")
         if t["task"] not in instruct_tasks():
             _fail(path, f"tasks[{i}]", f"task {t['task']!r} has no instruction format; use one "
                                        f"of {', '.join(instruct_tasks())}.")
+        if recipes and not t.get("select"):
+            _fail(path, f"tasks[{i}]", "a sweep (recipes) chooses on validation rows: give "
+                                       "select: SPEC, rows disjoint from the evaluation rows.")
         tasks.append(dict(t))
     if not tasks:
         _fail(path, "tasks", "give at least one task.")
+    if len({t["task"] for t in tasks}) != len(tasks):
+        _fail(path, "tasks", "a task appears twice; sweep its rows with recipes (rows: N).")
+    base_shots = raw.get("base_shots", 0)
+    if not isinstance(base_shots, int) or isinstance(base_shots, bool) or base_shots < 0:
+        _fail(path, "base_shots", f"give a whole number >= 0, got {base_shots!r}.")
     total = raw.get("total")
     if total is not None and (not isinstance(total, int) or total < 1):
         _fail(path, "total", "give a positive number of experts.")
@@ -470,17 +511,85 @@ def _moe_config(path: str, raw: dict) -> MoEExperimentConfig:
                              f"(each needs at least 1); give total >= {layers}.")
     if total is None and any(EXPERT_METHODS[m.method].gives_weights for m in methods):
         _fail(path, "total", "methods that weight layers need the total number of experts.")
+    if raw.get("plain_lora") and total is None:
+        _fail(path, "plain_lora", "plain LoRA is matched to the uniform mixture of `total` "
+                                  "experts; give total.")
     training = _section(path, raw, "training", TRAINING_KEYS)
-    try:
-        FinetuneArguments(**{k: v for k, v in training.items() if k != "balance"})
-    except (LayerIFError, TypeError) as exc:
-        _fail(path, "training", str(exc))
+    _training_arguments(path, "training", training)
     scoring = _section(path, raw, "scoring", SCORING_KEYS - {"slices"})
     return MoEExperimentConfig(
         name=str(raw["name"]), model=raw["model"], tasks=tasks, methods=methods, total=total,
         seeds=_numbers(path, "seeds", raw.get("seeds", [0]), int), scoring=scoring,
         training=training,
         lora=_section(path, raw, "lora", LORA_KEYS),
-        evaluation=_evaluation(path, raw, MOE_EVALUATION_KEYS),
+        evaluation=_moe_evaluation(path, raw, bool(recipes)),
         base=bool(raw.get("base", True)), keep_models=bool(raw.get("keep_models", False)),
-        path=path)
+        path=path, base_shots=base_shots, plain_lora=bool(raw.get("plain_lora", False)),
+        recipes=recipes, selection=selection)
+
+
+def _moe_evaluation(path: str, raw: dict, sweep: bool) -> dict:
+    evaluation = _evaluation(path, raw, MOE_EVALUATION_KEYS)
+    if sweep and (evaluation.get("slice") is not None or evaluation.get("limit") is not None):
+        _fail(path, "evaluation", "a sweep (recipes) evaluates on each task's select rows "
+                                  "only; drop limit and slice here.")
+    return evaluation
+
+
+def _recipes(path: str, raw) -> list[dict]:
+    """A sweep's recipes: each a label and the training keys it changes, plus `rows` (the
+    first N rows of each task's fine-tuning slice)."""
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        _fail(path, "recipes", "give a list of {label: NAME, rows: N, epochs: N, lr: X, ...}.")
+    recipes = []
+    for i, r in enumerate(raw):
+        where = f"recipes[{i}]"
+        if not isinstance(r, dict) or not r.get("label"):
+            _fail(path, where, "give {label: NAME, and what it changes: rows, epochs, lr, ...}.")
+        _known(path, where, r, RECIPE_KEYS)
+        rows = r.get("rows")
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool)
+                                 or rows < 1):
+            _fail(path, where, f"rows: give a whole number >= 1, got {rows!r}.")
+        _training_arguments(path, where, {k: v for k, v in r.items()
+                                          if k not in ("label", "rows")})
+        recipes.append(dict(r))
+    labels = [r["label"] for r in recipes]
+    if len(set(labels)) != len(labels):
+        _fail(path, "recipes", f"labels repeat ({', '.join(map(str, labels))}).")
+    return recipes
+
+
+def _training_arguments(path: str, where: str, training: dict) -> None:
+    """Training keys checked as `FinetuneArguments` checks them, and the data format."""
+    from ..training import FinetuneArguments
+
+    if training.get("format", "instruct") not in TRAIN_FORMATS:
+        _fail(path, where, f"format: {training['format']!r}; use {' or '.join(TRAIN_FORMATS)} "
+                           "(both: each row also as lm-eval's prompt and answer).")
+    try:
+        FinetuneArguments(**{k: v for k, v in training.items() if k not in ("balance",
+                                                                           "format")})
+    except (LayerIFError, TypeError) as exc:
+        _fail(path, where, str(exc))
+
+
+def _apply_selection(path: str, raw: dict, selection: str) -> dict:
+    """`raw` with the tasks and training a sweep's choice.json sets (a config that names a
+    choice gives neither itself)."""
+    import json
+
+    for key in ("tasks", "training"):
+        if key in raw:
+            _fail(path, key, f"set by selection ({selection}); drop it here.")
+    file = Path(selection)
+    try:
+        choice = json.loads(file.read_text())
+        task, training = choice["task"], choice["training"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _fail(path, "selection", f"{selection}: not a sweep's choice.json ({exc}); "
+                                 "`layerif experiment report` on a sweep writes it.")
+    return {**raw, "tasks": [task], "training": training}

@@ -18,9 +18,10 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..data.sources import TaskSpec
 from ..io import write_json
 from .cells import CellStore, cell_key
 from .config import MoEExperimentConfig
@@ -64,62 +65,170 @@ def _check_total(config: MoEExperimentConfig, model: str) -> None:
                           f"{layers}.")
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One fine-tuning setting of a task: the config's own, or a sweep recipe's (its label; its
+    training keys over the config's; the first `rows` of the task's fine-tuning rows)."""
+
+    recipe: str | None
+    task: dict  # {task, train, val, ...}, train cut to the recipe's rows
+    training: dict
+
+    @property
+    def name(self) -> str:
+        return self.task["task"] if self.recipe is None else f"{self.task['task']} {self.recipe}"
+
+
+def candidates(config: MoEExperimentConfig, training: dict) -> list[Candidate]:
+    """Every (recipe, task) the grid fine-tunes on, recipes outermost."""
+    if not config.recipes:
+        return [Candidate(None, t, training) for t in config.tasks]
+    out = []
+    for recipe in config.recipes:
+        changes = {k: v for k, v in recipe.items() if k not in ("label", "rows")}
+        for t in config.tasks:
+            task = dict(t)
+            if recipe.get("rows"):
+                spec = TaskSpec.parse(t["train"])
+                start = spec.start or 0
+                if spec.stop is not None and start + recipe["rows"] > spec.stop:
+                    from .config import ConfigError
+
+                    raise ConfigError(f"{config.path}: recipes ({recipe['label']}): rows "
+                                      f"{recipe['rows']} exceed {t['train']}; give a longer "
+                                      "train slice or fewer rows.")
+                task["train"] = str(replace(spec, stop=start + recipe["rows"]))
+            out.append(Candidate(str(recipe["label"]), task, {**training, **changes}))
+    return out
+
+
+def base_shots(config: MoEExperimentConfig, task: dict) -> str | None:
+    """The rows the base model is shown as worked examples for `task`: its `shots`, else the
+    first base_shots rows of its `val` rows (None: no k-shot row)."""
+    if not config.base_shots:
+        return None
+    if task.get("shots"):
+        return task["shots"]
+    spec = TaskSpec.parse(task["val"])
+    return str(replace(spec, stop=(spec.start or 0) + config.base_shots))
+
+
 def run_lora_moe(config: MoEExperimentConfig, out: str | Path, progress: bool = True,
                  reuse: Sequence[str | Path] = ()) -> RunSummary:
-    """Run (or resume) the LoRA-MoE grid of `config` in `out`; returns what was computed."""
+    """Run (or resume) the LoRA-MoE grid of `config` in `out`; returns what was computed.
+    A sweep (config.recipes) evaluates on each task's `select` rows instead of its evaluation
+    rows; `experiment report` then writes its choice."""
     start = time.perf_counter()
     out = Path(out)
-    scoring, training, lora, evaluation = moe_settings(config)
-    specs = {t["task"]: evaluation_spec(t["task"], evaluation) for t in config.tasks}
-    _refuse_overlaps(config, specs)
+    scoring, _, lora, evaluation = moe_settings(config)
+    specs, settings = check_moe_data(config)
     store = CellStore(out, progress=print if progress else None, reuse=reuse)
     model = _model(config, store)
     _check_total(config, model)
     model_id = config.model
-    grid = [(seed, method, t) for seed in config.seeds for method in config.methods
-            for t in config.tasks]
-    store.plan({"scores": len(config.tasks), "allocation": len(grid), "adapter": len(grid),
-                "eval": len(grid) + (len(config.tasks) if config.base else 0)})
+    grid = [(seed, c, method) for seed in config.seeds for c in settings
+            for method in config.methods]
+    plain = [(seed, c) for seed in config.seeds for c in settings] if config.plain_lora else []
+    needs_scores = any("scores" in _expert_method(m).needs for m in config.methods)
+    base_rows = len(config.tasks) * (int(config.base) + int(bool(config.base_shots)))
+    store.plan({"scores": len(config.tasks) if needs_scores else 0, "allocation": len(grid),
+                "adapter": len(grid) + len(plain), "eval": len(grid) + len(plain) + base_rows})
     rows = []
-    if config.base:
-        for t in config.tasks:
-            key = _evaluate(store, model, None, model_id, specs[t["task"]], evaluation,
-                            f"base {t['task']}")
-            rows.append({"method": "base", "task": t["task"], "seed": None, "eval": key})
-    scores_keys = {}
     for t in config.tasks:
-        scores_keys[t["task"]] = _score(store, model, model_id, t, scoring)
-    for seed, method, t in grid:
+        spec = specs[t["task"]]
+        if config.base:
+            key = _evaluate(store, model, None, model_id, spec, evaluation, f"base {t['task']}")
+            rows.append({"method": "base", "task": t["task"], "seed": None, "eval": key})
+        shots = base_shots(config, t)
+        if shots:
+            key = _evaluate(store, model, None, model_id, spec, evaluation,
+                            f"base {config.base_shots}-shot {t['task']}", shots=shots)
+            rows.append({"method": f"base-{config.base_shots}shot", "task": t["task"],
+                         "seed": None, "eval": key, "shots": shots})
+    scores_keys = {t["task"]: _score(store, model, model_id, t, scoring)
+                   for t in config.tasks} if needs_scores else {}
+    for seed, c, method in grid:
         alloc_key, experts = _allocate(store, config, model, model_id, method,
-                                       scores_keys[t["task"]])
-        label = f"{method.name} {t['task']} s{seed}"
-        key = _finetune_and_evaluate(store, config, model, model_id, experts, t, training, lora,
-                                     seed, specs[t["task"]], evaluation, label)
-        rows.append({"method": method.name, "task": t["task"], "seed": seed,
-                     "allocation": alloc_key, "experts": experts, "eval": key})
+                                       scores_keys.get(c.task["task"]))
+        key = _finetune_and_evaluate(store, config, model, model_id, experts, c, lora, seed,
+                                     specs[c.task["task"]], evaluation,
+                                     f"{method.name} {c.name} s{seed}")
+        rows.append({"method": method.name, "task": c.task["task"], "seed": seed,
+                     "recipe": c.recipe, "allocation": alloc_key, "experts": experts,
+                     "eval": key})
+    for seed, c in plain:
+        key, reference = _plain_lora(store, config, model, model_id, c, lora, seed,
+                                     specs[c.task["task"]], evaluation)
+        rows.append({"method": PLAIN_LORA, "task": c.task["task"], "seed": seed,
+                     "recipe": c.recipe, "eval": key, **reference})
     write_json(out / MANIFEST, {"config": config.path, "name": config.name, "kind": config.kind,
                                 "tasks": config.tasks, "rows": rows,
-                                "scores": list(scores_keys.values())})
+                                "scores": list(scores_keys.values()),
+                                **_sweep_manifest(config, settings, specs)})
     return RunSummary(store.executed, store.corrupt, time.perf_counter() - start, rows,
                       reused=store.reused)
 
 
-def _refuse_overlaps(config: MoEExperimentConfig, specs: dict) -> None:
+PLAIN_LORA = "lora"  # the plain-LoRA row's method name
+
+
+def check_moe_data(config: MoEExperimentConfig) -> tuple[dict, list[Candidate]]:
+    """Before any work: (task -> the rows it is evaluated on, the candidates), with every
+    overlap refused (`_refuse_overlaps`). A sweep evaluates on each task's select rows."""
+    _, training, _, evaluation = moe_settings(config)
+    specs = {t["task"]: (TaskSpec.parse(t["select"]) if config.sweep
+                         else evaluation_spec(t["task"], evaluation)) for t in config.tasks}
+    settings = candidates(config, training)
+    _refuse_overlaps(config, specs, settings)
+    return specs, settings
+
+
+def _sweep_manifest(config: MoEExperimentConfig, settings: list[Candidate], specs: dict
+                    ) -> dict:
+    """What a sweep's report needs to write its choice (nothing for a plain grid)."""
+    out = {"selection": config.selection} if config.selection else {}
+    if config.sweep:
+        out["sweep"] = {"recipes": config.recipes, "select": {t: str(s) for t, s in
+                                                              specs.items()},
+                        "candidates": [{"recipe": c.recipe, "task": c.task,
+                                        "training": c.training} for c in settings]}
+    return out
+
+
+def _expert_method(method):
+    from ..allocation.expert_methods import EXPERT_METHODS
+
+    return EXPERT_METHODS[method.method]
+
+
+def _refuse_overlaps(config: MoEExperimentConfig, specs: dict, settings: list[Candidate]
+                     ) -> None:
     """Before any work: each task's validation rows (LayerIF scores the fine-tuning rows
-    against them) must share no content with its fine-tuning rows, and its evaluation rows
-    none with either (nor with any other task's); a refusal names the config and its key."""
+    against them) must share no content with its fine-tuning rows; its evaluation rows (a
+    sweep's select rows) none with either, nor with its select rows or the base model's worked
+    examples (nor with any other task's); the worked examples none with fine-tuning rows. A
+    refusal names the config and its key."""
     from ..data.provenance import check_disjoint, content_set
     from ..errors import DataError
     from .config import ConfigError
 
     for i, t in enumerate(config.tasks):
+        shots = base_shots(config, t)
         try:
             check_disjoint([content_set(t["val"], "scoring val")],
                            [content_set(t["train"], "scoring train")])
+            if shots:
+                check_disjoint([content_set(shots, "worked examples")],
+                               [content_set(t["train"], "fine-tuning")])
         except DataError as exc:
-            raise ConfigError(f"{config.path}: tasks[{i}].val: {exc}") from None
-    used = [content_set(t[part], f"{t['task']} {part}") for t in config.tasks
+            key = "val" if not shots or "scoring" in str(exc) else "shots"
+            raise ConfigError(f"{config.path}: tasks[{i}].{key}: {exc}") from None
+    used = [content_set(c.task[part], f"{c.task['task']} {part}") for c in settings
             for part in ("train", "val")]
+    used += [content_set(t["select"], f"{t['task']} select") for t in config.tasks
+             if t.get("select") and not config.sweep]
+    used += [content_set(s, f"{t['task']} worked examples") for t in config.tasks
+             if (s := base_shots(config, t))]
     check_disjoint([content_set(str(spec), "evaluation") for spec in specs.values()], used)
 
 
@@ -142,10 +251,9 @@ def _score(store: CellStore, model: str, model_id, task: dict, scoring: dict):
 
 def _allocate(store, config, model, model_id, method, scores_key) -> tuple[str, list[int]]:
     from ..allocation.api import allocate_experts, load_scores
-    from ..allocation.expert_methods import EXPERT_METHODS
     from ..models import load_model, load_skeleton
 
-    cls = EXPERT_METHODS[method.method]
+    cls = _expert_method(method)
     settings = {"model": model_id, "method": method.method, "options": method.options,
                 "aggregate": method.aggregate,
                 "total": config.total if cls.gives_weights else None}
@@ -167,21 +275,75 @@ def _allocate(store, config, model, model_id, method, scores_key) -> tuple[str, 
     return key, result["experts"]
 
 
-def _train_examples(task: dict, balance: bool) -> list:
+def _train_examples(task: dict, training: dict) -> list:
+    """The fine-tuning examples of `task`: its rows in the instruction format (answers balanced
+    when training["balance"]); with training["format"] "both", the same rows again as lm-eval's
+    prompt and gold continuation, the form log-likelihood accuracy reads (after them)."""
+    from ..data import load_examples
     from ..data.instruct import balance_answers, load_instruct
 
     items = load_instruct(task["train"])
-    return [item.example() for item in (balance_answers(items) if balance else items)]
+    items = balance_answers(items) if training["balance"] else items
+    examples = [item.example() for item in items]
+    if training.get("format", "instruct") == "both":
+        kept = {item.origin for item in items}
+        examples += [e for e in load_examples(task["train"]) if e.origin in kept]
+    return examples
 
 
-def _finetune_and_evaluate(store, config, model, model_id, experts, task, training, lora, seed,
-                           spec, evaluation, label):
-    from ..models import load_model
+def _finetune_and_evaluate(store, config, model, model_id, experts, candidate: Candidate, lora,
+                           seed, spec, evaluation, label):
     from ..moe import MoEConfig
-    from ..moe.train import FinetuneArguments, finetune_moe
+    from ..moe.train import finetune_moe
 
-    settings = {"model": model_id, "experts": experts, "train": task["train"],
-                "training": training, "lora": lora, "seed": seed}
+    def train(loaded, tokenizer, examples, args, folder):
+        return finetune_moe(loaded, tokenizer, MoEConfig(experts=experts, base_model=model,
+                                                         **lora),
+                            examples, folder / "adapter", args, progress=False,
+                            provenance={"train": candidate.task["train"]})
+
+    settings = {"model": model_id, "experts": experts, "train": candidate.task["train"],
+                "training": candidate.training, "lora": lora, "seed": seed}
+    return _adapter_then_eval(store, config, model, model_id, settings, candidate, seed, train,
+                              spec, evaluation, label)
+
+
+def _plain_lora(store, config, model, model_id, candidate: Candidate, lora, seed, spec,
+                evaluation) -> tuple[str, dict]:
+    """The peft LoRA row of `candidate`: every matrix the mixtures adapt, at the rank whose
+    trainable parameters are nearest the uniform mixture's (`moe.reference`). Returns (its eval
+    key, {"rank", "parameters", "mixture_parameters"})."""
+    from ..allocation.api import allocate_experts
+    from ..lora import finetune_lora
+    from ..models import load_skeleton
+    from ..moe import MoEConfig, matched_rank, plain_lora_config
+
+    skeleton = load_skeleton(model)
+    uniform = allocate_experts("uniform", config.total, model=skeleton, model_name=model).experts
+    moe = MoEConfig(experts=uniform, **lora)
+    rank, params, mixture = matched_rank(skeleton, moe)
+    lora_config = plain_lora_config(skeleton, rank, scaling=moe.alpha / moe.rank,
+                                    dropout=moe.dropout, targets=moe.targets)
+
+    def train(loaded, tokenizer, examples, args, folder):
+        return finetune_lora(loaded, tokenizer, lora_config, examples, folder / "adapter", args,
+                             progress=False, provenance={"train": candidate.task["train"]})
+
+    settings = {"model": model_id, "plain_lora": lora_config, "train": candidate.task["train"],
+                "training": candidate.training, "seed": seed}
+    key = _adapter_then_eval(store, config, model, model_id, settings, candidate, seed, train,
+                             spec, evaluation, f"{PLAIN_LORA} r{rank} {candidate.name} s{seed}")
+    return key, {"rank": rank, "parameters": params, "mixture_parameters": mixture}
+
+
+def _adapter_then_eval(store, config, model, model_id, settings, candidate: Candidate, seed,
+                       train, spec, evaluation, label) -> str:
+    """The adapter cell of `settings` (trained by `train(model, tokenizer, examples, args,
+    folder)` unless its evaluation is stored), then its evaluation cell; the adapter's weights
+    are dropped once evaluated unless keep_models."""
+    from ..models import load_model
+    from ..training import FinetuneArguments
+
     adapter_key = cell_key("adapter", settings)
     eval_key = cell_key("eval", _eval_settings(adapter_key, spec, evaluation))
     eval_cell = store.load("eval", eval_key)
@@ -192,13 +354,10 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
 
     def compute(folder):
         loaded, tokenizer = load_model(model, device="cpu")
-        examples = _train_examples(task, training["balance"])
-        args = FinetuneArguments(seed=seed, **{k: v for k, v in training.items()
-                                               if k != "balance"})
-        summary = finetune_moe(loaded, tokenizer, MoEConfig(experts=experts, base_model=model,
-                                                            **lora),
-                               examples, folder / "adapter", args, progress=False,
-                               provenance={"train": task["train"]})
+        examples = _train_examples(candidate.task, candidate.training)
+        args = FinetuneArguments(seed=seed, **{k: v for k, v in candidate.training.items()
+                                               if k not in ("balance", "format")})
+        summary = train(loaded, tokenizer, examples, args, folder)
         return {"examples": len(examples), "loss": [h["loss"] for h in summary["history"]],
                 "seconds": summary["seconds"]}
 
@@ -212,17 +371,26 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, task, traini
     return key
 
 
-def _eval_settings(adapter_key: str | None, spec, evaluation: dict) -> dict:
-    return {"model": adapter_key, "slice": str(spec), "batch_size": evaluation["batch_size"],
-            "max_length": evaluation["max_length"], "generate": True}
+def _eval_settings(adapter_key: str | None, spec, evaluation: dict,
+                   shots: str | None = None) -> dict:
+    settings = {"model": adapter_key, "slice": str(spec), "batch_size": evaluation["batch_size"],
+                "max_length": evaluation["max_length"], "generate": True}
+    if shots:  # (a key only where given: the zero-shot cells keep the keys they had)
+        settings["shots"] = shots
+    return settings
 
 
-def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label) -> str:
+def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label,
+              shots: str | None = None) -> str:
+    """The evaluation cell of the base model (adapter_key None) or of an adapter (a LoRA-MoE or
+    a peft LoRA): generative and log-likelihood accuracy on `spec`; with `shots`, the base
+    model's generative accuracy after those worked examples (its prompt as long as they need)."""
     from ..evaluation import evaluate_model
+    from ..lora import is_peft_adapter, load_peft_adapter
     from ..models import load_model
     from ..moe import load_adapters
 
-    settings = _eval_settings(adapter_key, spec, evaluation)
+    settings = _eval_settings(adapter_key, spec, evaluation, shots)
     if adapter_key is None:
         settings["model"] = model_id
 
@@ -231,12 +399,21 @@ def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label) -> s
         adapter = None
         if adapter_key is not None:
             adapter = str(store.folder("adapter", adapter_key) / "adapter")
-            load_adapters(loaded, adapter)
+            if is_peft_adapter(adapter):
+                loaded = load_peft_adapter(loaded, adapter)
+            else:
+                load_adapters(loaded, adapter)
             loaded.eval()
+        max_length = evaluation["max_length"]
+        if shots:
+            from ..data.instruct import load_instruct
+
+            max_length *= len(load_instruct(shots)) + 1
         result = evaluate_model(loaded, tokenizer, [spec], model_name=model, ppl=None,
                                 batch_size=evaluation["batch_size"], adapter=adapter,
-                                generate=True, max_length=evaluation["max_length"],
-                                progress=False)
+                                multiple_choice=not shots, generate=True,
+                                max_length=max_length, progress=False,
+                                shots={spec.task: shots} if shots else None)
         write_json(folder / "eval.json", result)
         return {"mean": result["mean"]}
 

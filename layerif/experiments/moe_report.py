@@ -84,7 +84,7 @@ def moe_markdown(manifest: dict, records: list[dict]) -> str:
              "| method | experts | " + " | ".join(tasks) + " |",
              "|" + "---|" * (len(tasks) + 2)]
     for label, per_task in methods.items():
-        row = [label, str(sum(per_task[tasks[0]][0].get("experts") or []) or "-")]
+        row = [label, _size(next(iter(per_task.values()))[0])]
         for task in tasks:
             rs = per_task.get(task, [])
             if not rs:
@@ -92,19 +92,50 @@ def moe_markdown(manifest: dict, records: list[dict]) -> str:
                 continue
             gen = bootstrap_interval(np.mean([_items(r["result"], "gen_acc") for r in rs],
                                              axis=0))
-            mc = np.mean([_items(r["result"], "acc").mean() for r in rs])
+            mc = (f"{100 * np.mean([_items(r['result'], 'acc').mean() for r in rs]):.1f}"
+                  if all(_has(r, "acc") for r in rs) else "-")
             top = np.mean([_top_share(r["result"]) for r in rs])
             row.append(f"{100 * gen.mean:.1f} [{100 * gen.low:.1f}, {100 * gen.high:.1f}] / "
-                       f"{100 * mc:.1f} / {100 * top:.0f}%")
+                       f"{mc} / {100 * top:.0f}%")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("| always the training slice's majority answer | - | "
                  + " | ".join(majority_row(manifest, records, tasks)) + " |")
     complete = {m: p for m, p in methods.items() if all(t in p for t in tasks)}
     for metric, name in (("gen_acc", "generative accuracy"),
                          ("acc", "log-likelihood accuracy (lm-eval)")):
-        cells = [_mean_cell(m, p, tasks, metric) for m, p in complete.items()]
+        cells = [_mean_cell(m, p, tasks, metric) for m, p in complete.items()
+                 if all(_has(r, metric) for t in tasks for r in p[t])]
         lines += ["", table(cells, f"mean {name} over the {', '.join(tasks)} items")]
+    lines += _reference_note(manifest, records)
     return "\n".join(lines) + "\n"
+
+
+def _has(record: dict, metric: str) -> bool:
+    (task,) = record["result"]["tasks"].values()
+    return metric in task.get("per_item", {})
+
+
+def _size(record: dict) -> str:
+    """The experts column: a mixture's experts; plain LoRA's rank and trainable parameters."""
+    if record.get("rank"):
+        return (f"LoRA r{record['rank']}: {record['parameters'] / 1e6:.2f}M params (uniform "
+                f"mixture {record['mixture_parameters'] / 1e6:.2f}M)")
+    return str(sum(record.get("experts") or []) or "-")
+
+
+def _reference_note(manifest: dict, records: list[dict]) -> list[str]:
+    """Where the rows' setting came from, and what the k-shot base row was shown."""
+    lines = []
+    if manifest.get("selection"):
+        lines += ["", f"Tasks and training from the sweep's choice `{manifest['selection']}` "
+                      "(made on validation rows this grid's evaluation rows do not share)."]
+    shots = {r["task"]: r["shots"] for r in records if r.get("shots")}
+    if shots:
+        lines += ["", "k-shot base rows: generative accuracy after worked examples ("
+                  + "; ".join(f"{t}: `{s}`" for t, s in shots.items()) + "), rows shared with "
+                  "no evaluation or fine-tuning row; their log-likelihood accuracy is the "
+                  "zero-shot base row's."]
+    return lines
 
 
 def moe_figures(out: Path, manifest: dict, records: list[dict]) -> list[tuple[str, Path]]:

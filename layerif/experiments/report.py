@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import LayerIFError
 from ..evaluation.paired import bootstrap_interval
-from ..io import write_text
+from ..io import write_json, write_text
 from .cells import cell_damage, stored_machines
 from .moe_report import moe_csv_rows, moe_figures, moe_markdown
 from .pruning import MANIFEST, load_eval
@@ -300,9 +300,19 @@ def _write_moe_report(out: Path, manifest: dict, records: list[dict]) -> list[Pa
     writer = csv.writer(buffer)
     writer.writerow(["method", "task", "seed", "metric", "value", "n"])
     writer.writerows(moe_csv_rows(records))
-    markdown = "\n".join([moe_markdown(manifest, records), *_damaged_note(manifest),
-                          *machines_note(out), stage_times(out)]) + "\n"
     paths = [out / "results.csv", out / "tables.md"]
+    if manifest.get("sweep"):  # a recipe sweep: its table and choice
+        from .sweep_report import CHOICE_FILE, sweep_choice, sweep_markdown
+
+        choice = sweep_choice(manifest, records)
+        body = sweep_markdown(manifest, records, choice)
+        if choice is not None:
+            write_json(out / CHOICE_FILE, choice)
+            paths.append(out / CHOICE_FILE)
+    else:
+        body = moe_markdown(manifest, records)
+    markdown = "\n".join([body, *_damaged_note(manifest), *machines_note(out),
+                          stage_times(out)]) + "\n"
     write_text(paths[0], buffer.getvalue())
     write_text(paths[1], markdown)
     figures = moe_figures(out, manifest, records)

@@ -31,11 +31,9 @@ def check_data(config: ExperimentConfig | MoEExperimentConfig) -> None:
     """What `run_experiment` checks before any work: the config's data sets are disjoint by
     content where they must be (raises DataError naming the overlap)."""
     if isinstance(config, MoEExperimentConfig):
-        from .lora_moe import _refuse_overlaps, evaluation_spec, moe_settings
+        from .lora_moe import check_moe_data
 
-        evaluation = moe_settings(config)[3]
-        _refuse_overlaps(config, {t["task"]: evaluation_spec(t["task"], evaluation)
-                                  for t in config.tasks})
+        check_moe_data(config)
     else:
         from .pruning import _refuse_overlaps, run_settings
 
