@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs (or resumes) every required config (issues 12 and 24) in turn, writes each report and
+# Runs (or resumes) every required config (issues 12, 24, 45 and 46) in turn, writes each report and
 # copies its tables, CSV, plots and report.html to experiments/results/NAME (what is committed).
 # Each config's cells live in runs/exp/NAME; a killed or interrupted run resumes where it
 # stopped. The cells' records and per-item results (not pruned weights or adapters, deleted
@@ -38,7 +38,10 @@ partial_report() {  # the tables of an unfinished grid's saved cells, beside the
     return 0
   fi
   .venv/bin/layerif experiment report "$tmp"
-  rm -rf "$dst/plots" && cp -r "$tmp"/{tables.md,results.csv,report.html,plots} "$dst/"
+  rm -rf "$dst/plots"
+  for part in tables.md results.csv report.html plots choice.json; do
+    if [ -e "$tmp/$part" ]; then cp -r "$tmp/$part" "$dst/"; fi
+  done
 }
 
 if [ "${1:-}" = "--save-cells" ]; then
@@ -47,7 +50,7 @@ if [ "${1:-}" = "--save-cells" ]; then
   exit 0
 fi
 all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-     pruning-wanda70-zeroshot lora-moe-sciq
+     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-csqa
      sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
      sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70
      search-smollm2-wanda70 search-smollm2-sparsegpt70 search-qwen05-wanda70
@@ -77,6 +80,8 @@ for name in "${names[@]}"; do
   .venv/bin/layerif experiment run "experiments/$name.yaml" --out "runs/exp/$name" "${reuse[@]}"
   .venv/bin/layerif experiment report "runs/exp/$name"
   rm -rf "experiments/results/$name" && mkdir -p "experiments/results/$name"
-  cp -r "runs/exp/$name"/{tables.md,results.csv,report.html,plots} "experiments/results/$name/"
+  for part in tables.md results.csv report.html plots choice.json; do  # (a sweep: its choice)
+    if [ -e "runs/exp/$name/$part" ]; then cp -r "runs/exp/$name/$part" "experiments/results/$name/"; fi
+  done
   save_cells "$name"
 done

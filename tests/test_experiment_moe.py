@@ -174,3 +174,26 @@ def test_validation_rows_overlapping_the_fine_tuning_rows_are_refused_before_any
     err = capsys.readouterr().err
     assert f"{config}: tasks[0].val:" in err and "shares content" in err
     assert not (out / "cells").exists()
+
+
+def test_seed_spread_gives_the_seeds_and_rows_a_1_5_point_difference_needs():
+    from layerif.experiments.moe_report import seed_spread
+
+    rng = np.random.default_rng(0)
+
+    def record(correct: np.ndarray) -> dict:
+        return {"result": {"tasks": {"t": {"per_item": {"gen_acc": correct.tolist()}}}}}
+
+    n = 400
+    # uniform's three seeds answer 40%, 44%, 48% of the items: sd over seeds 4.0 points
+    uniform = [record((np.arange(n) < k).astype(float)) for k in (160, 176, 192)]
+    other = [record(rng.integers(0, 2, n).astype(float)) for _ in range(3)]
+    lines = "\n".join(seed_spread({"uniform": {"t": uniform}, "mola": {"t": other}}, ["t"]))
+    assert "| uniform | 40.0 / 44.0 / 48.0 | 4.0 | - | - |" in lines
+    z = 1.959964 + 0.841621
+    assert f"needs ~{int(np.ceil(2 * (z * 4.0 / 1.5) ** 2))} seeds" in lines  # 112
+    d = 100 * (np.asarray(uniform[0]["result"]["tasks"]["t"]["per_item"]["gen_acc"])
+               - np.asarray(other[0]["result"]["tasks"]["t"]["per_item"]["gen_acc"]))
+    assert f"~{int(np.ceil((z * np.std(d, ddof=1) / 1.5) ** 2))} evaluation rows" in lines
+    # one seed: no spread to report
+    assert seed_spread({"uniform": {"t": uniform[:1]}}, ["t"]) == []

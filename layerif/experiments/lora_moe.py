@@ -239,7 +239,7 @@ def _score(store: CellStore, model: str, model_id, task: dict, scoring: dict):
         result = score_layers(model, task["train"], task["val"], estimator=scoring["estimator"],
                               params=scoring["params"], max_length=scoring["max_length"],
                               batch_size=scoring["batch_size"], data_format=scoring["format"],
-                              progress=False)
+                              progress=store.bars)
         result.save(folder / "scores")
         return {"layers": len(result.layers)}
 
@@ -299,7 +299,7 @@ def _finetune_and_evaluate(store, config, model, model_id, experts, candidate: C
     def train(loaded, tokenizer, examples, args, folder):
         return finetune_moe(loaded, tokenizer, MoEConfig(experts=experts, base_model=model,
                                                          **lora),
-                            examples, folder / "adapter", args, progress=False,
+                            examples, folder / "adapter", args, progress=store.bars,
                             provenance={"train": candidate.task["train"]})
 
     settings = {"model": model_id, "experts": experts, "train": candidate.task["train"],
@@ -327,7 +327,7 @@ def _plain_lora(store, config, model, model_id, candidate: Candidate, lora, seed
 
     def train(loaded, tokenizer, examples, args, folder):
         return finetune_lora(loaded, tokenizer, lora_config, examples, folder / "adapter", args,
-                             progress=False, provenance={"train": candidate.task["train"]})
+                             progress=store.bars, provenance={"train": candidate.task["train"]})
 
     settings = {"model": model_id, "plain_lora": lora_config, "train": candidate.task["train"],
                 "training": candidate.training, "seed": seed}
@@ -412,7 +412,7 @@ def _evaluate(store, model, adapter_key, model_id, spec, evaluation, label,
         result = evaluate_model(loaded, tokenizer, [spec], model_name=model, ppl=None,
                                 batch_size=evaluation["batch_size"], adapter=adapter,
                                 multiple_choice=not shots, generate=True,
-                                max_length=max_length, progress=False,
+                                max_length=max_length, progress=store.bars,
                                 shots={spec.task: shots} if shots else None)
         write_json(folder / "eval.json", result)
         return {"mean": result["mean"]}

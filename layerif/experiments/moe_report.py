@@ -7,7 +7,9 @@
 - mean over all items, generative and log-likelihood, Table-2 shaped by `report.table`: the
   paired difference to the best baseline (uniform, mola, alphalora: the non-LayerIF method with
   the highest mean) with its bootstrap interval and p-value, and the paired t-test over seeds;
-- the no-skill row: always the fine-tuning slice's majority answer.
+- the no-skill row: always the fine-tuning slice's majority answer;
+- the seed spread: each method's per-seed means, and how many seeds (or evaluation rows) a
+  difference of 1.5 points would need to be told apart.
 """
 
 from __future__ import annotations
@@ -106,8 +108,69 @@ def moe_markdown(manifest: dict, records: list[dict]) -> str:
         cells = [_mean_cell(m, p, tasks, metric) for m, p in complete.items()
                  if all(_has(r, metric) for t in tasks for r in p[t])]
         lines += ["", table(cells, f"mean {name} over the {', '.join(tasks)} items")]
+    lines += seed_spread(complete, tasks)
     lines += _reference_note(manifest, records)
     return "\n".join(lines) + "\n"
+
+
+# a difference this large is what the anchors report between allocations (MoLA's best pattern
+# over uniform: 0.4-1.6 points); z for a two-sided 5% test plus z for 80% power
+DETECT_POINTS = 1.5
+_Z = 1.959964 + 0.841621
+
+
+def seed_spread(methods: dict[str, dict[str, list[dict]]], tasks: list[str]) -> list[str]:
+    """Per method and metric, the mean accuracy of each seed (all tasks' items) and their
+    standard deviation; then, from uniform's (else the first fine-tuned method's) spread, the
+    seeds a paired comparison needs to tell two methods 1.5 points apart (80% power, 5%
+    two-sided, normal approximation: n = 2 (z sd / 1.5)^2 with sd over seeds), and the
+    evaluation rows one seed needs (n = (z sd_d / 1.5)^2, sd_d the standard deviation of the
+    per-item difference to the reference method, median over methods). Empty below 2 seeds."""
+
+    def per_seed(per_task: dict[str, list[dict]], metric: str) -> list[float]:
+        n = len(per_task[tasks[0]])
+        return [100 * float(np.concatenate([_items(per_task[t][i]["result"], metric)
+                                            for t in tasks]).mean()) for i in range(n)]
+
+    tuned = [m for m, p in methods.items() if len(p[tasks[0]]) >= 2]
+    if not tuned:
+        return []
+    lines = ["", "**seed spread: mean accuracy % of each seed (generative / log-likelihood), "
+                 "standard deviation over seeds**", "",
+             "| method | generative per seed | sd | log-likelihood per seed | sd |",
+             "|---|---|---|---|---|"]
+    for m in tuned:
+        cols = []
+        for metric in ("gen_acc", "acc"):
+            if not all(_has(r, metric) for t in tasks for r in methods[m][t]):
+                cols += ["-", "-"]
+                continue
+            values = per_seed(methods[m], metric)
+            cols += [" / ".join(f"{v:.1f}" for v in values), f"{np.std(values, ddof=1):.1f}"]
+        lines.append(f"| {m} | " + " | ".join(cols) + " |")
+    ref = "uniform" if "uniform" in tuned else tuned[0]
+    notes = []
+    for metric, name in (("gen_acc", "generative"), ("acc", "log-likelihood")):
+        if not all(_has(r, metric) for t in tasks for r in methods[ref][t]):
+            continue
+        sd = float(np.std(per_seed(methods[ref], metric), ddof=1))
+        seeds = int(np.ceil(2 * (_Z * sd / DETECT_POINTS) ** 2))
+        ref_items = np.concatenate([_items(methods[ref][t][0]["result"], metric)
+                                    for t in tasks])
+        sds = [float(np.std(100 * (ref_items - np.concatenate(
+                   [_items(methods[m][t][0]["result"], metric) for t in tasks])), ddof=1))
+               for m in tuned if m != ref
+               and all(_has(r, metric) for t in tasks for r in methods[m][t])]
+        n_rows = int(np.ceil((_Z * np.median(sds) / DETECT_POINTS) ** 2)) if sds else 0
+        rows = (f"; the items' sampling alone: ~{n_rows} evaluation rows per seed (per-item "
+                f"difference sd {np.median(sds):.0f} points)" if sds else "")
+        notes.append(f"{name}: {ref}'s seeds spread sd {sd:.1f} points, so telling two methods "
+                     f"{DETECT_POINTS} points apart needs ~{max(seeds, 2)} seeds per method"
+                     + rows)
+    if notes:
+        lines += ["", "To tell allocations " + f"{DETECT_POINTS} points apart (80% power, 5% "
+                  "two-sided): " + "; ".join(notes) + "."]
+    return lines
 
 
 def _has(record: dict, metric: str) -> bool:
