@@ -31,6 +31,10 @@ save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without
 
 partial_report() {  # the tables of an unfinished grid's saved cells, beside them (whole seeds)
   local tmp="runs/partial/$1" dst="experiments/results/$1"
+  if grep -q '^kind: lora-moe' "experiments/$1.yaml"; then  # reported once finished
+    echo "$1: cells saved (a LoRA-MoE grid's tables come when it has finished)"
+    return 0
+  fi
   rm -rf "$tmp" && mkdir -p "$tmp" && cp -r "$dst/cells" "$tmp/cells"
   if ! .venv/bin/layerif experiment run "experiments/$1.yaml" --out "$tmp" --stored-only --quiet
   then  # (refused: no evaluated model yet) the cells, a measurement's finished blocks included,
@@ -50,7 +54,7 @@ if [ "${1:-}" = "--save-cells" ]; then
   exit 0
 fi
 all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-csqa
+     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-boolq
      sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
      sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70
      search-smollm2-wanda70 search-smollm2-sparsegpt70 search-qwen05-wanda70
