@@ -79,3 +79,21 @@ def test_the_link_checker_catches_a_broken_link(tmp_path):
                     "```\n[not a link](nowhere.md)\n```\n")
     assert links(page) == ["#title", "missing.md", "#nope"]
     assert anchors(page) == {"title"}
+
+
+def test_committed_results_are_never_ignored_by_git():
+    # a grid's saved cells (a search's checkpoint under cells/search-work/runs among them) must
+    # reach the commit, or a run cannot resume across sessions; a pattern such as `runs/`
+    # (any depth) silently dropped them
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["experiments/results/g/cells/search-work/runs/abc/state.json",
+             "experiments/results/g/cells/eval/abc/eval.json", "experiments/results/g/plots/a.png"]
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == []
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/exp/x/cells/a.json"],
+                          cwd=ROOT).returncode == 0  # the live runs stay out
