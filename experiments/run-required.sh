@@ -48,22 +48,13 @@ partial_report() {  # the tables of an unfinished grid's saved cells, beside the
   done
 }
 
-prepare_data() {  # the data folders a config reads (TASK@FOLDER:PART), rebuilt the same each time
-  case "$1" in *boolq*)
-    if grep -q "runs/data/boolq-parts" "experiments/$1.yaml" && [ ! -d runs/data/boolq-parts ]; then
-      .venv/bin/layerif split-task boolq:validation --hold "boolq:validation[2970:3270]" \
-        --parts fit=2000,val=16,select=200 --out runs/data/boolq-parts
-    fi ;;
-  esac
-}
-
 if [ "${1:-}" = "--save-cells" ]; then
   shift
   for name in "$@"; do save_cells "$name" && partial_report "$name"; done
   exit 0
 fi
 all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-boolq lora-moe-boolq
+     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-boolq
      sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
      sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70
      search-smollm2-wanda70 search-smollm2-sparsegpt70 search-qwen05-wanda70
@@ -72,7 +63,6 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 for name in "${names[@]}"; do
   echo "== $name ($(date -u +%H:%M:%S))"
-  prepare_data "$name"
   if [ -d "experiments/results/$name/cells" ]; then  # resume from the committed cells
     mkdir -p "runs/exp/$name/cells"
     cp -rn "experiments/results/$name/cells/." "runs/exp/$name/cells/"

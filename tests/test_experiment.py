@@ -440,8 +440,10 @@ def test_committed_cells_rebuild_their_tables(cells, tmp_path, monkeypatch):
     from layerif.experiments import CellStore, run_experiment
 
     store = CellStore(cells.parent)
-    # (a running grid's resume folders, .KEY.tmp.resume, are not cells)
-    for folder in sorted(p for p in cells.glob("*/*") if p.is_dir() and p.name[0] != "."):
+    # (a running grid's resume folders, .KEY.tmp.resume, and a search's working folder,
+    # search-work: its checkpoints, are not cells)
+    for folder in sorted(p for p in cells.glob("*/*") if p.is_dir() and p.name[0] != "."
+                         and p.parent.name != "search-work"):
         assert store.load(folder.parent.name, folder.name) is not None, folder
     tables = cells.parent / "tables.md"
     if not tables.exists():  # a grid still running, without a report: its cells only

@@ -53,33 +53,52 @@ def test_too_many_rows_asked_is_refused():
 
 
 def test_the_command_writes_parts_the_data_specs_read(tmp_path, capsys):
-    out = tmp_path / "parts"
+    out = tmp_path / "parts.json"
     assert main(["split-task", "boolq:validation[0:300]", "--hold", HOLD,
                  "--parts", "fit=200,select=50", "--out", str(out)]) == 0
-    record = json.loads((out / "parts.json").read_text())
+    record = json.loads(out.read_text())
+    assert record["parts"] == disjoint_parts("boolq:validation[0:300]",
+                                             {"fit": 200, "select": 50}, hold=HOLD)
+    row = record["parts"]["select"][0]
     items = load_instruct(f"boolq@{out}:select[0:5]")
-    first = load_instruct(f"boolq:validation[{record['parts']['select'][0]}:"
-                          f"{record['parts']['select'][0] + 1}]")[0]
+    first = load_instruct(f"boolq:validation[{row}:{row + 1}]")[0]
     assert items[0].prompt == first.prompt and items[0].origin == "boolq:select[0]"
     assert len(load_instruct(TaskSpec.parse(f"boolq@{out}:fit"))) == 200
-    # written again over its own output: replaced; over a folder of someone else's: refused
+    with pytest.raises(DataError, match="no part 'test'"):
+        load_instruct(f"boolq@{out}:test")
+    # written again over its own output: replaced; over someone else's JSON: refused
     assert main(["split-task", "boolq:validation[0:300]", "--parts", "fit=100",
                  "--out", str(out)]) == 0
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("keep")
+    assert list(json.loads(out.read_text())["parts"]) == ["fit"]
+    foreign = tmp_path / "mine.json"
+    foreign.write_text('{"keep": 1}')
     capsys.readouterr()
     assert main(["split-task", "boolq:validation[0:300]", "--parts", "fit=100",
                  "--out", str(foreign)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "notes.txt" in err
-    assert (foreign / "notes.txt").read_text() == "keep"
+    assert err.count("\n") == 1 and "mine.json" in err
+    assert foreign.read_text() == '{"keep": 1}'
 
 
-@pytest.mark.parametrize("parts", ["fit", "fit=0", "fit=10,fit=20", "1x=5"])
-def test_bad_parts_get_one_line_naming_the_option(parts, tmp_path, capsys):
+def test_the_committed_boolq_parts_are_what_the_command_makes():
+    # experiments/data/boolq-parts.json (the issue-46 BoolQ runs' rows) is reproducible
+    from pathlib import Path
+
+    committed = json.loads((Path(__file__).resolve().parents[1] / "experiments" / "data"
+                            / "boolq-parts.json").read_text())
+    assert committed["parts"] == disjoint_parts(committed["source"],
+                                                {n: len(p) for n, p in
+                                                 committed["parts"].items()},
+                                                hold=committed["hold"])
+
+
+@pytest.mark.parametrize(("parts", "out", "option"),
+                         [("fit", "o.json", "--parts"), ("fit=0", "o.json", "--parts"),
+                          ("fit=10,fit=20", "o.json", "--parts"), ("1x=5", "o.json", "--parts"),
+                          ("fit=10", "o", "--out")])
+def test_bad_arguments_get_one_line_naming_the_option(parts, out, option, tmp_path, capsys):
     assert main(["split-task", "boolq:validation[0:300]", "--parts", parts,
-                 "--out", str(tmp_path / "o")]) == 2
+                 "--out", str(tmp_path / out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --parts:") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()
+    assert err.startswith(f"error: {option}") and err.count("\n") == 1
+    assert not (tmp_path / out).exists()

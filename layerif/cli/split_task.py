@@ -19,8 +19,8 @@ def add(sub) -> None:
                    help="rows left where they are (an evaluation slice of the same split, e.g. "
                    "boolq:validation[2970:3270]): no part gets a row sharing content with them")
     p.add_argument("--out", required=True,
-                   help="the folder to write (a datasets save_to_disk folder; read its parts as "
-                   "TASK@OUT:PART[a:b])")
+                   help="the parts file to write (.json: each part's row indices; read a part "
+                   "as TASK@OUT:PART[a:b])")
 
 
 def parse_parts(text: str) -> dict[str, int]:
@@ -39,6 +39,9 @@ def run(args) -> int:
     from ..data.parts import write_parts
 
     sizes = parse_parts(args.parts)
+    if not args.out.endswith(".json"):
+        raise LayerIFError(f"--out {args.out}: give a .json file name (the parts file the data "
+                           "specs read as TASK@FILE.json:PART).")
     record = write_parts(args.spec, sizes, args.out, hold=args.hold)
     for name, rows in record["parts"].items():
         print(f"{name}: {len(rows)} rows (source rows {rows[0]}-{rows[-1]}) -> "

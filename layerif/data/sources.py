@@ -158,6 +158,10 @@ def load_rows(spec: TaskSpec):
             ) from exc
     if spec.source == "hub":
         return _load_hub(task, spec.split)
+    if spec.source.endswith(".json"):  # a parts file of `layerif split-task`: one of its parts
+        from .parts import part_rows
+
+        return part_rows(spec.source, spec.split)
     return _load_local(task, spec.source, spec.split)
 
 
