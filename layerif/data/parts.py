@@ -12,22 +12,19 @@ to named parts, so that slices of different parts never share content:
 
 The parts file holds the source spec and each part's row indices in the source split, so it is
 small, reviewable and committed; a spec `TASK@FILE.json:PART` reads the source rows and picks
-that part's (`part_rows`). `hold`: rows that stay where they are (an evaluation slice read from
-the packaged split): every group touching them is left out of all parts. Groups are dealt in the
-order of their first row, each to the first part (in the order given) with room for all of it,
-so a part has exactly its size and the result depends on the data only.
+that part's (`sources.part_rows`). `hold`: rows that stay where they are (an evaluation slice
+read from the packaged split): every group touching them is left out of all parts. Groups are
+dealt in the order of their first row, each to the first part (in the order given) with room for
+all of it, so a part has exactly its size and the result depends on the data only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import DataError
 from .provenance import row_keys
-from .sources import TaskSpec, task_rows
-
-PARTS_KIND = "layerif-parts"  # what marks a parts file (an unrelated JSON is never replaced)
+from .sources import PARTS_KIND, TaskSpec, is_parts, task_rows
 
 
 def content_groups(keys: list[list[str]]) -> list[list[int]]:
@@ -97,32 +94,9 @@ def write_parts(spec: str, sizes: dict[str, int], out: str | Path, hold: str | N
     existing `out` is replaced only if it is a parts file. Returns what it holds."""
     from ..io import check_writable, refuse_foreign_file, write_json
 
-    refuse_foreign_file(out, _is_parts, "parts file")  # before the rows are read
+    refuse_foreign_file(out, is_parts, "parts file")  # before the rows are read
     check_writable(out)
     record = {"kind": PARTS_KIND, "source": spec, "hold": hold,
               "parts": disjoint_parts(spec, sizes, hold)}
     write_json(out, record)
     return record
-
-
-def _is_parts(obj) -> bool:
-    return isinstance(obj, dict) and obj.get("kind") == PARTS_KIND
-
-
-def part_rows(file: str | Path, part: str):
-    """The rows (a datasets.Dataset) of one part of a parts file, in source order."""
-    from .sources import load_rows
-
-    path = Path(file).expanduser()
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the parts file ({exc}); `layerif split-task` "
-                        "writes one.") from exc
-    if not _is_parts(record):
-        raise DataError(f"{path}: not a parts file of `layerif split-task`.")
-    if part not in record["parts"]:
-        raise DataError(f"{path}: no part {part!r} (it has {', '.join(record['parts'])}).")
-    source = TaskSpec.parse(record["source"])
-    return load_rows(TaskSpec(source.task, source.split, None, None, source.source)).select(
-        record["parts"][part])

@@ -159,10 +159,35 @@ def load_rows(spec: TaskSpec):
     if spec.source == "hub":
         return _load_hub(task, spec.split)
     if spec.source.endswith(".json"):  # a parts file of `layerif split-task`: one of its parts
-        from .parts import part_rows
-
         return part_rows(spec.source, spec.split)
     return _load_local(task, spec.source, spec.split)
+
+
+PARTS_KIND = "layerif-parts"  # what marks a parts file (an unrelated JSON is never replaced)
+
+
+def is_parts(obj) -> bool:
+    """Whether parsed JSON is a parts file of `layerif split-task` (data/parts.py)."""
+    return isinstance(obj, dict) and obj.get("kind") == PARTS_KIND
+
+
+def part_rows(file: str | Path, part: str):
+    """The rows (a datasets.Dataset) of one part of a parts file, in source order."""
+    import json
+
+    path = Path(file).expanduser()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the parts file ({exc}); `layerif split-task` "
+                        "writes one.") from exc
+    if not is_parts(record):
+        raise DataError(f"{path}: not a parts file of `layerif split-task`.")
+    if part not in record["parts"]:
+        raise DataError(f"{path}: no part {part!r} (it has {', '.join(record['parts'])}).")
+    source = TaskSpec.parse(record["source"])
+    return load_rows(TaskSpec(source.task, source.split, None, None, source.source)).select(
+        record["parts"][part])
 
 
 def load_task(spec: TaskSpec | str) -> list[Example]:
