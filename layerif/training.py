@@ -1,8 +1,11 @@
 """The adapter training loop that `finetune-moe` and `finetune-lora` share: AdamW over the
 trainable parameters, a progress bar with the running loss, a checkpoint after every epoch and
 resumption after an interruption to the same result (the data order and dropout are seeded per
-epoch, the optimiser state is kept). The seed fixes everything random the loop draws, so the same
-call in two processes trains byte-identical adapters on CPU."""
+epoch, the optimiser state is kept). Within an epoch a checkpoint is also written every
+CHECKPOINT_SECONDS (with the dropout generator's state and the epoch's losses so far), so that
+an epoch of hours (a 0.5B model on 2 cores) does not restart from its first step. The seed fixes
+everything random the loop draws, so the same call in two processes trains byte-identical
+adapters on CPU."""
 
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class FinetuneArguments:
         return self.epochs * -(-n_examples // self.batch_size)
 
 
+CHECKPOINT_SECONDS = 600.0  # a checkpoint within an epoch at most this often (a save is ~1 s)
 MEGABATCH_BATCHES = 50  # transformers' LengthGroupedSampler sorts within 50 batches at a time
 
 
@@ -79,11 +83,17 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.checkpoint"
 
 
-def _save_checkpoint(folder: Path, model, optimizer, epoch: int, history: list, key: dict):
+def _save_checkpoint(folder: Path, model, optimizer, epoch: int, history: list, key: dict,
+                     seconds: float, position: dict | None = None):
+    """Keep the state after `epoch` (0-based) finished, or, with `position` ({"batches": steps
+    done in epoch + 1, "running": their losses, "rng": the dropout generators' states}), within
+    the next epoch; `seconds`: training time so far, earlier runs included."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ckpt.", dir=folder))
     torch.save({"adapter": trainable_state(model), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "history": history, "key": key}, tmp / "state.pt")
+                "epoch": epoch, "history": history, "key": key, "position": position,
+                "seconds": seconds},
+               tmp / "state.pt")
     os.replace(tmp / "state.pt", folder / "state.pt")
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -110,26 +120,31 @@ def train_adapters(
     called before the step, the step would undo its mask). on_epoch({"epoch", "loss"}): called
     as each epoch ends (and for each one a resumed checkpoint had finished), so that a caller
     can report it at once.
-    Returns (per-epoch history [{"epoch", "loss"}], seconds)."""
+    Returns (per-epoch history [{"epoch", "loss"}], seconds of training, a resumed run's earlier
+    ones included)."""
     ckpt_dir = checkpoint_dir(out_dir)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     encoded = encode_examples(list(train_examples), tokenizer, args.max_length)
     key = {**key, "args": asdict(args), "n": len(encoded), "first": encoded[0].input_ids[:16]}
-    start_epoch, history = 0, []
+    start_epoch, history, position, earlier = 0, [], None, 0.0
     if (ckpt_dir / "state.pt").exists():
         state = torch.load(ckpt_dir / "state.pt", weights_only=False)
         if state["key"] == key:
             model.load_state_dict(state["adapter"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"] + 1, state["history"]
-            log.info("resuming after epoch %d from %s", state["epoch"] + 1, ckpt_dir)
+            position = state.get("position")  # (absent in an epoch-end checkpoint)
+            earlier = state.get("seconds", 0.0)
+            log.info("resuming %s from %s", f"epoch {start_epoch + 1} after step "
+                     f"{position['batches']}" if position else f"after epoch {start_epoch}",
+                     ckpt_dir)
     report = on_epoch or (lambda _entry: None)
     for entry in history:
         report(entry)
     device = next(p for p in model.parameters() if p.requires_grad).device
     step = start_epoch * -(-len(encoded) // args.batch_size)
-    t0 = time.perf_counter()
+    t0 = last_save = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         groups = epoch_batches([len(e.input_ids) for e in encoded], args.batch_size, gen,
@@ -137,9 +152,14 @@ def train_adapters(
         batches = [make_batches([encoded[i] for i in group], len(group),
                                 tokenizer.pad_token_id)[0] for group in groups]
         torch.manual_seed(args.seed * 1000 + epoch)  # dropout
+        running: list[float] = []
+        if position is not None and epoch == start_epoch:  # within the epoch: where it stopped
+            running, done = list(position["running"]), position["batches"]
+            _set_dropout_rng(position["rng"])
+            batches, step = batches[done:], step + done
         model.train()
-        running, bar = [], tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}",
-                                disable=not progress, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not progress,
+                   leave=False, initial=len(running), total=len(running) + len(batches))
         for batch in bar:
             batch = batch.to(device)
             loss = batch_losses(model, batch).mean()
@@ -152,11 +172,33 @@ def train_adapters(
             step += 1
             running.append(loss.item())
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
+            if time.perf_counter() - last_save >= CHECKPOINT_SECONDS:
+                _save_checkpoint(ckpt_dir, model, optimizer, epoch - 1, history, key,
+                                 earlier + time.perf_counter() - t0,
+                                 {"batches": len(running), "running": list(running),
+                                  "rng": _dropout_rng()})
+                last_save = time.perf_counter()
         history.append({"epoch": epoch + 1, "loss": sum(running) / len(running)})
-        _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key)
+        _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key,
+                         earlier + time.perf_counter() - t0)
+        last_save = time.perf_counter()
         report(history[-1])
     model.eval()
-    return history, time.perf_counter() - t0
+    return history, earlier + time.perf_counter() - t0
+
+
+def _dropout_rng() -> dict:
+    """The states of the generators dropout draws from (torch's CPU one; CUDA's where used)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_dropout_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def finish(out_dir: str | Path) -> None:

@@ -99,9 +99,17 @@ def test_allocation_must_match_layers(tokenizer):
         apply_lora_moe(model, MoEConfig(experts=[1, 2, 3]))
 
 
-def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch):
+@pytest.mark.parametrize("within_epoch", [False, True], ids=["epoch-end", "within-epoch"])
+def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch, within_epoch):
+    """Killed in the second epoch's first step (resumed from the first epoch's checkpoint) or in
+    its second step with a checkpoint after every step (resumed within the epoch: the dropout
+    generator's state and the epoch's losses so far come back): the same adapters and losses."""
+    import layerif.training
     from layerif.data import Example
     from layerif.moe.train import FinetuneArguments, finetune_moe
+
+    if within_epoch:
+        monkeypatch.setattr(layerif.training, "CHECKPOINT_SECONDS", 0.0)
 
     examples = [Example(str(i), prompt=t[:20], completion=" " + t[20:40])
                 for i, t in enumerate(TEXTS)]
@@ -124,7 +132,7 @@ def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch):
 
     def step_then_die(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 4:  # the second epoch's first step (3 batches per epoch)
+        if calls["n"] == (5 if within_epoch else 4):  # (3 batches per epoch)
             raise Killed
         return real(self, *a, **k)
 
@@ -133,6 +141,8 @@ def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch):
         with pytest.raises(Killed):
             run(tmp_path / "b")
     assert (tmp_path / ".b.checkpoint" / "state.pt").exists() and not (tmp_path / "b").exists()
+    position = torch.load(tmp_path / ".b.checkpoint" / "state.pt", weights_only=False)["position"]
+    assert (position["batches"] if within_epoch else position) == (1 if within_epoch else None)
     resumed, summary_b = run(tmp_path / "b")
     assert summary_b["history"] == summary["history"]
     for (n, p), (_, q) in zip(reference.named_parameters(), resumed.named_parameters(),
