@@ -24,7 +24,7 @@ save_cells() {  # runs/exp/NAME/cells -> experiments/results/NAME/cells, without
   # (search-work/databases: each search's level database, GBs, rebuilt where missing; its
   # checkpoints, search-work/runs, are kept: a search resumes across sessions)
   tar -C "$src" --exclude='./*/*/model' --exclude='./*/*/adapter' --exclude='./*/.*.tmp' \
-      --exclude='./*/*/checkpoint*' --exclude='./search-work/databases' -cf - . \
+      --exclude='./*/*/checkpoint*' --exclude='./*/.*.training' --exclude='./search-work/databases' -cf - . \
       | tar -C "$dst.tmp" -xf -
   rm -rf "$dst" && mv "$dst.tmp" "$dst"
 }

@@ -122,3 +122,31 @@ def calib(tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
     return path
+
+
+class Killed(Exception):
+    """What `killed_at_step` raises: a kill in the middle of a training run."""
+
+
+def killed_at_step(monkeypatch, n: int):
+    """A context in which the n-th AdamW step (1-based, counted from entry) raises Killed
+    before it changes anything, as a kill would land there."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        calls = {"n": 0}
+        real = torch.optim.AdamW.step
+
+        def step_then_die(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise Killed
+            return real(self, *a, **k)
+
+        with monkeypatch.context() as m:
+            m.setattr(torch.optim.AdamW, "step", step_then_die)
+            with pytest.raises(Killed):
+                yield
+
+    return context()

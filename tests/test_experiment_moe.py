@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import killed_at_step
 
 from layerif.cli import main
 from layerif.data.instruct import balance_answers, load_instruct
@@ -197,3 +198,37 @@ def test_seed_spread_gives_the_seeds_and_rows_a_1_5_point_difference_needs():
     assert f"~{int(np.ceil((z * np.std(d, ddof=1) / 1.5) ** 2))} evaluation rows" in lines
     # one seed: no spread to report
     assert seed_spread({"uniform": {"t": uniform[:1]}}, ["t"]) == []
+
+
+def test_a_grid_killed_while_training_resumes_from_the_training_checkpoint(first_run, tmp_path,
+                                                                           monkeypatch):
+    """Killed in the first adapter's second optimiser step (a checkpoint after every step), the
+    grid's rerun continues that training from its checkpoint, which the cell store's emptying of
+    the cell's .KEY.tmp must not take, and ends with the uninterrupted run's losses and
+    per-item results (the same cell keys as the first run's uniform rows)."""
+    import torch
+
+    import layerif.training
+
+    _, _, first_out, first = first_run
+    config = load_config(config_file(tmp_path, methods=[{"method": "uniform"}]))
+    out = tmp_path / "killed"
+    monkeypatch.setattr(layerif.training, "CHECKPOINT_SECONDS", 0.0)
+
+    with killed_at_step(monkeypatch, 2):
+        run_experiment(config, out, progress=False)
+    (kept,) = out.glob("cells/adapter/.*.training/.adapter.checkpoint/state.pt")
+    assert torch.load(kept, weights_only=False)["position"]["batches"] == 1
+    resumed_from = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: resumed_from.append(str(f))
+                        or real_load(f, *a, **k))
+    summary = run_experiment(config, out, progress=False)
+    assert str(kept) in resumed_from
+    assert not list(out.glob("cells/adapter/.*.training"))
+    uniform = {r["task"]: r["eval"] for r in first.rows if r["method"] == "uniform"}
+    for row in summary.rows:
+        assert row["eval"] == uniform[row["task"]]
+        got, want = ((o / "cells" / "eval" / row["eval"] / "eval.json").read_text()
+                     for o in (out, first_out))
+        assert json.loads(got)["tasks"] == json.loads(want)["tasks"]

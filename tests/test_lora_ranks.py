@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TEXTS, build_tiny_model
+from conftest import TEXTS, build_tiny_model, killed_at_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,22 +189,8 @@ def test_peft_lora_resumes_to_the_same_adapters(tokenizer, tmp_path, monkeypatch
     assert {k for k in reference if "lora_A" in k} and all(
         v.shape[0] in (2, 6) for k, v in reference.items() if "lora_A" in k)
 
-    class Killed(Exception):
-        pass
-
-    calls = {"n": 0}
-    real = torch.optim.AdamW.step
-
-    def step_then_die(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == len(examples) // 2 + 1:  # the second epoch's first step
-            raise Killed
-        return real(self, *a, **k)
-
-    with monkeypatch.context() as m:
-        m.setattr(torch.optim.AdamW, "step", step_then_die)
-        with pytest.raises(Killed):
-            run_to(tmp_path / "b")
+    with killed_at_step(monkeypatch, len(examples) // 2 + 1):  # the second epoch's first step
+        run_to(tmp_path / "b")
     assert (tmp_path / ".b.checkpoint" / "state.pt").exists() and not (tmp_path / "b").exists()
     resumed = run_to(tmp_path / "b")
     assert reference.keys() == resumed.keys()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEXTS, build_tiny_model
+from conftest import TEXTS, build_tiny_model, killed_at_step
 
 from layerif.moe import (
     LoRAMoELinear,
@@ -124,22 +124,8 @@ def test_finetune_resumes_to_the_same_result(tokenizer, tmp_path, monkeypatch, w
     reference, summary = run(tmp_path / "a")
     assert len(summary["history"]) == 2 and (tmp_path / "a" / "training.json").exists()
 
-    class Killed(Exception):
-        pass
-
-    calls = {"n": 0}
-    real = torch.optim.AdamW.step
-
-    def step_then_die(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == (5 if within_epoch else 4):  # (3 batches per epoch)
-            raise Killed
-        return real(self, *a, **k)
-
-    with monkeypatch.context() as m:
-        m.setattr(torch.optim.AdamW, "step", step_then_die)
-        with pytest.raises(Killed):
-            run(tmp_path / "b")
+    with killed_at_step(monkeypatch, 5 if within_epoch else 4):  # (3 batches per epoch)
+        run(tmp_path / "b")
     assert (tmp_path / ".b.checkpoint" / "state.pt").exists() and not (tmp_path / "b").exists()
     position = torch.load(tmp_path / ".b.checkpoint" / "state.pt", weights_only=False)["position"]
     assert (position["batches"] if within_epoch else position) == (1 if within_epoch else None)

@@ -15,6 +15,7 @@ Adapter weights are deleted once their evaluation is stored (unless keep_models)
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -352,19 +353,30 @@ def _adapter_then_eval(store, config, model, model_id, settings, candidate: Cand
         store.visited("eval", eval_cell)
         return eval_key
 
+    adapter = store.folder("adapter", adapter_key)
+    # Training runs in a folder the cell store leaves alone (it empties a cell's .KEY.tmp when
+    # the cell starts and when it fails), so that a killed run resumes from the training's
+    # checkpoint (the epoch's, or within it every ten minutes) instead of its first step.
+    work = adapter.with_name(f".{adapter_key}.training")
+
     def compute(folder):
-        loaded, tokenizer = load_model(model, device="cpu")
         examples = _train_examples(candidate.task, candidate.training)
-        args = FinetuneArguments(seed=seed, **{k: v for k, v in candidate.training.items()
-                                               if k not in ("balance", "format")})
-        summary = train(loaded, tokenizer, examples, args, folder)
+        trained = work / "adapter"
+        if (trained / "training.json").exists():  # trained, killed before the cell was kept
+            summary = json.loads((trained / "training.json").read_text())
+        else:
+            loaded, tokenizer = load_model(model, device="cpu")
+            args = FinetuneArguments(seed=seed, **{k: v for k, v in candidate.training.items()
+                                                   if k not in ("balance", "format")})
+            summary = train(loaded, tokenizer, examples, args, work)
+        shutil.move(str(trained), str(folder / "adapter"))
         return {"examples": len(examples), "loss": [h["loss"] for h in summary["history"]],
                 "seconds": summary["seconds"]}
 
-    adapter = store.folder("adapter", adapter_key)
     if not (adapter / "adapter" / "training.json").exists():  # evaluated before, deleted
         shutil.rmtree(adapter, ignore_errors=True)
     store.run("adapter", settings, compute, label=label)
+    shutil.rmtree(work, ignore_errors=True)
     key = _evaluate(store, model, adapter_key, model_id, spec, evaluation, label)
     if not config.keep_models:
         shutil.rmtree(adapter / "adapter", ignore_errors=True)
