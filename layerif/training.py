@@ -145,6 +145,10 @@ def train_adapters(
     device = next(p for p in model.parameters() if p.requires_grad).device
     step = start_epoch * -(-len(encoded) // args.batch_size)
     t0 = last_save = time.perf_counter()
+
+    def elapsed() -> float:  # training seconds, a resumed run's earlier ones included
+        return earlier + time.perf_counter() - t0
+
     for epoch in range(start_epoch, args.epochs):
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         groups = epoch_batches([len(e.input_ids) for e in encoded], args.batch_size, gen,
@@ -173,18 +177,16 @@ def train_adapters(
             running.append(loss.item())
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
             if time.perf_counter() - last_save >= CHECKPOINT_SECONDS:
-                _save_checkpoint(ckpt_dir, model, optimizer, epoch - 1, history, key,
-                                 earlier + time.perf_counter() - t0,
+                _save_checkpoint(ckpt_dir, model, optimizer, epoch - 1, history, key, elapsed(),
                                  {"batches": len(running), "running": list(running),
                                   "rng": _dropout_rng()})
                 last_save = time.perf_counter()
         history.append({"epoch": epoch + 1, "loss": sum(running) / len(running)})
-        _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key,
-                         earlier + time.perf_counter() - t0)
+        _save_checkpoint(ckpt_dir, model, optimizer, epoch, history, key, elapsed())
         last_save = time.perf_counter()
         report(history[-1])
     model.eval()
-    return history, earlier + time.perf_counter() - t0
+    return history, elapsed()
 
 
 def _dropout_rng() -> dict:

@@ -3,6 +3,7 @@ models of several architectures built from configs, so block discovery is never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -128,25 +129,20 @@ class Killed(Exception):
     """What `killed_at_step` raises: a kill in the middle of a training run."""
 
 
+@contextlib.contextmanager
 def killed_at_step(monkeypatch, n: int):
     """A context in which the n-th AdamW step (1-based, counted from entry) raises Killed
-    before it changes anything, as a kill would land there."""
-    import contextlib
+    before it changes anything, as a kill would land there; the context expects it."""
+    calls = {"n": 0}
+    real = torch.optim.AdamW.step
 
-    @contextlib.contextmanager
-    def context():
-        calls = {"n": 0}
-        real = torch.optim.AdamW.step
+    def step_then_die(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed
+        return real(self, *a, **k)
 
-        def step_then_die(self, *a, **k):
-            calls["n"] += 1
-            if calls["n"] == n:
-                raise Killed
-            return real(self, *a, **k)
-
-        with monkeypatch.context() as m:
-            m.setattr(torch.optim.AdamW, "step", step_then_die)
-            with pytest.raises(Killed):
-                yield
-
-    return context()
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", step_then_die)
+        with pytest.raises(Killed):
+            yield
