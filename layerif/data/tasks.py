@@ -131,6 +131,11 @@ def _mrpc(row: dict) -> MultipleChoice:
     return _same_context(context, ["no", "yes"], int(row["label"]))
 
 
+def _sst2(row: dict) -> MultipleChoice:
+    context = f"{row['sentence']}\nQuestion: Is this sentence positive or negative?\nAnswer:"
+    return _same_context(context, ["negative", "positive"], int(row["label"]))
+
+
 def _question(row: dict, key: str = "question") -> str:
     return f"Question: {row[key]}\nAnswer:"
 
@@ -243,6 +248,16 @@ TASKS: dict[str, TaskConfig] = {
                 _sentences, labels=("not_equivalent", "equivalent"),  # label 1 = paraphrase
             ),
             lm_eval_yaml="glue/mrpc/default.yaml",
+        ),
+        TaskConfig(
+            "sst2", "glue/sst2", ("nyu-mll/glue", "sst2"), _sst2,
+            "movie-review sentiment",
+            InstructFormat(
+                "Is the sentiment of the sentence positive or negative? Answer positive or "
+                "negative.",
+                lambda r: f"Sentence: {r['sentence'].strip()}", labels=("negative", "positive"),
+            ),
+            lm_eval_yaml="glue/sst2/default.yaml",
         ),
         TaskConfig(
             "openbookqa",
