@@ -54,7 +54,7 @@ if [ "${1:-}" = "--save-cells" ]; then
   exit 0
 fi
 all=(pruning-wanda70-perplexity pruning-wanda50-perplexity pruning-sparsegpt70-perplexity
-     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-sst2 lora-moe-sweep-boolq-qwen05
+     pruning-wanda70-zeroshot lora-moe-sciq lora-moe-sweep-sst2
      sensitivity-smollm2-wanda70 sensitivity-smollm2-sparsegpt70
      sensitivity-qwen05-wanda70 sensitivity-qwen05-sparsegpt70
      search-smollm2-wanda70 search-smollm2-sparsegpt70 search-qwen05-wanda70
